@@ -1,0 +1,1 @@
+"""Build-time only: ONNX export, TensorRT engines, parity checks, bundle manifests."""

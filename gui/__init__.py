@@ -1,0 +1,1 @@
+"""PyQt6 + pyqtgraph views; they only render what realtime publishes."""

@@ -1,0 +1,63 @@
+"""The ``neuroimagen`` console script.
+
+This package is the one place allowed to reach every layer, and it does so
+lazily, inside each command: ``neuroimagen --help`` imports click only.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ._common import common_options, not_built_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="neuroimagen")
+def main() -> None:
+    """NeuroImagen: reconstruct the image a person is looking at from live EEG.
+
+    Every command takes --config FILE, --set KEY=VALUE and --log-level.
+    """
+
+
+@main.command("sys-info")
+@common_options
+def sys_info(cfg_data: dict) -> None:
+    """Versions of Python, torch (+CUDA), liblsl, mne, onnxruntime, TensorRT, diffusers, Qt; the GPU."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from neuroimagen.realtime.sysinfo import collect
+
+    table = Table(title="neuroimagen sys-info", show_header=False)
+    for key, value in collect().items():
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def _register() -> None:
+    from . import bench, data, demo, eval, stream
+
+    main.add_command(stream.stream)
+    main.add_command(data.data)
+    main.add_command(eval.eval_)
+    main.add_command(bench.bench)
+    main.add_command(demo.demo)
+    main.add_command(
+        not_built_group("train", "Train the extractors (contrastive encoder, GAN, CLIP alignment, MAE) and distil SD.", "the extractor and diffusion issues")
+    )
+    main.add_command(
+        not_built_group("bundle", "Build, verify and inspect model bundles.", "the model-bundle issue")
+    )
+    main.add_command(
+        not_built_group("export", "Export extractors and SD parts to ONNX / TensorRT with parity checks.", "the export issue")
+    )
+    main.add_command(
+        not_built_group("run", "Run the real-time engine on a live or replayed stream.", "the real-time engine issue")
+    )
+    main.add_command(
+        not_built_group("gui", "The PyQt6 viewer: EEG, saliency, reconstruction, top-k, latency.", "the GUI issue")
+    )
+
+
+_register()

@@ -1,0 +1,109 @@
+"""Options every command shares: --config, --set, --log-level.
+
+Only click is imported here; each command imports the library it calls
+inside its own body, so ``neuroimagen --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def setup_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --config/--set/--log-level; the command receives ``cfg_data`` (the merged dict)."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="YAML file overriding the shipped configs/default.yaml (any subset of sections).",
+    )
+    @click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one config value, e.g. --set stream.windowing.hop_s=0.1 (repeatable).",
+    )
+    @click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="INFO",
+        show_default=True,
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: Path | None, overrides: tuple[str, ...], log_level: str, **kwargs: Any):
+        setup_logging(log_level)
+        from neuroimagen.stream.config import ConfigError, load_config_data
+
+        try:
+            cfg_data = load_config_data(config_path, overrides)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        # a typo anywhere fails now, not minutes into a run
+        for name, model in section_models().items():
+            section(model, cfg_data, name)
+        return func(*args, cfg_data=cfg_data, **kwargs)
+
+    return wrapper
+
+
+def section_models() -> dict[str, type]:
+    """Each top-level config section's model (config modules are light: pydantic only)."""
+    from neuroimagen.export.config import ExportConfig
+    from neuroimagen.gui.config import GuiConfig
+    from neuroimagen.realtime.config import RealtimeConfig
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.training.config import TrainingConfig
+
+    return {
+        "stream": StreamConfig,
+        "training": TrainingConfig,
+        "export": ExportConfig,
+        "realtime": RealtimeConfig,
+        "gui": GuiConfig,
+    }
+
+
+def section(model: type, cfg_data: dict, name: str):
+    """Validate one section of the merged config, turning errors into a usage error."""
+    from neuroimagen.stream.config import ConfigError, validate_section
+
+    try:
+        return validate_section(model, cfg_data.get(name), name)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def not_built_group(name: str, what: str, lands_with: str) -> click.Group:
+    """A command group whose issue has not landed: says so in its help and refuses to run."""
+    help_text = f"[not built yet] {what} Lands with {lands_with}."
+
+    @click.group(name=name, help=help_text, invoke_without_command=True)
+    @click.pass_context
+    def group(ctx: click.Context) -> None:
+        raise click.ClickException(
+            f"'neuroimagen {name}' is not built yet: {what} It lands with {lands_with}."
+        )
+
+    return group

@@ -1,0 +1,95 @@
+"""What this machine has: versions of the stack and the GPU (``neuroimagen sys-info``)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import shutil
+import subprocess
+import sys
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def collect() -> dict[str, str]:
+    """Versions and devices, as ``{label: value}``; missing packages read 'not installed'.
+
+    Qt is reported from package metadata (PyQt6-Qt6) so this never loads PyQt6.
+    """
+    info: dict[str, str] = {}
+    missing = "not installed"
+    info["python"] = f"{platform.python_version()} ({sys.executable})"
+    info["platform"] = platform.platform()
+    info["neuroimagen"] = _version("neuroimagen") or "unknown"
+
+    # 1. torch and CUDA
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch CUDA build"] = torch.version.cuda or "none (CPU build)"
+        if torch.cuda.is_available():
+            names = []
+            for i in range(torch.cuda.device_count()):
+                cap = torch.cuda.get_device_capability(i)
+                names.append(f"{i}: {torch.cuda.get_device_name(i)} (sm_{cap[0]}{cap[1]})")
+            info["GPU"] = "; ".join(names)
+        else:
+            info["GPU"] = "none visible to torch"
+    except ImportError:
+        info["torch"] = missing
+        info["GPU"] = "unknown (torch not installed)"
+    if "none" in info.get("GPU", "") and shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10, check=False,
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                info["GPU (nvidia-smi)"] = out.stdout.strip().replace("\n", "; ")
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+    # 2. LSL
+    try:
+        import pylsl
+
+        info["pylsl"] = _version("pylsl") or "unknown"
+        info["liblsl"] = f"{pylsl.library_version()} ({pylsl.library_info()})"
+    except (ImportError, RuntimeError) as exc:
+        info["liblsl"] = f"unavailable: {exc}"
+
+    # 3. the rest of the stack
+    for label, dist in [
+        ("mne", "mne"),
+        ("mne-lsl", "mne-lsl"),
+        ("diffusers", "diffusers"),
+        ("numpy", "numpy"),
+        ("scipy", "scipy"),
+        ("onnx", "onnx"),
+    ]:
+        info[label] = _version(dist) or missing
+
+    ort = _version("onnxruntime") or _version("onnxruntime-gpu")
+    if ort:
+        try:
+            import onnxruntime
+
+            info["onnxruntime"] = f"{ort} (providers: {', '.join(onnxruntime.get_available_providers())})"
+        except ImportError as exc:
+            info["onnxruntime"] = f"{ort} (import failed: {exc})"
+    else:
+        info["onnxruntime"] = missing
+    info["tensorrt"] = _version("tensorrt") or (
+        "installed" if importlib.util.find_spec("tensorrt") else missing
+    )
+    pyqt = _version("PyQt6")
+    info["Qt"] = f"PyQt6 {pyqt}, Qt {_version('PyQt6-Qt6') or '?'}" if pyqt else missing
+    info["pyqtgraph"] = _version("pyqtgraph") or missing
+    return info

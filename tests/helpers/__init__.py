@@ -1,0 +1,5 @@
+"""Helpers shared by the test suite (importable as ``helpers`` via pytest's pythonpath)."""
+
+from .wait import wait_until
+
+__all__ = ["wait_until"]

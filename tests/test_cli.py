@@ -1,0 +1,47 @@
+"""The console script: every group listed, sys-info runs, unbuilt groups say so, config errors exit 2."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from neuroimagen.realtime.cli import main
+
+GROUPS = ["stream", "data", "train", "eval", "bundle", "export", "run", "gui", "demo", "bench", "sys-info"]
+
+
+def test_help_lists_every_group():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    for group in GROUPS:
+        assert f"  {group} " in result.output, group
+
+
+def test_console_script_is_installed_and_help_is_fast():
+    # `neuroimagen --help` must not import torch, mne, pylsl or Qt
+    code = (
+        "import sys; from neuroimagen.realtime.cli import main\n"
+        "heavy = [m for m in ('torch', 'mne', 'pylsl', 'PyQt6', 'diffusers', 'scipy') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_sys_info_reports_the_stack():
+    result = CliRunner().invoke(main, ["sys-info"])
+    assert result.exit_code == 0, result.output
+    for key in ("torch", "liblsl", "mne", "onnxruntime", "tensorrt", "diffusers", "Qt", "GPU"):
+        assert key in result.output
+
+
+def test_unbuilt_group_says_so_and_fails():
+    result = CliRunner().invoke(main, ["export"])
+    assert result.exit_code != 0
+    assert "not built yet" in result.output
+
+
+def test_bad_set_override_is_a_usage_error_naming_the_key():
+    result = CliRunner().invoke(main, ["sys-info", "--set", "stream.inlet.bufsiz_s=3"])
+    assert result.exit_code == 2
+    assert "stream.inlet.bufsiz_s" in result.output and "bufsize_s" in result.output
