@@ -223,6 +223,8 @@ class StreamingPreprocessor:
             return y.copy()
         if self.sos is not None:
             y, self._zi = filter_causal(y, self.sos, self._zi)
+        elif y is chunk:
+            y = y.copy()  # never hand back the caller's array
         return rereference(y, self.cfg.reference, self.ch_names)
 
 
@@ -247,8 +249,16 @@ class NormStats:
         std = np.asarray(self.std, dtype=np.float32).reshape(-1)
         if mean.shape != std.shape:
             raise ValueError(f"mean {mean.shape} and std {std.shape} differ in shape")
+        if mean.size == 0:
+            raise ValueError("NormStats is empty (no channels)")
+        if not np.all(np.isfinite(mean)):
+            bad = np.flatnonzero(~np.isfinite(mean)).tolist()
+            raise ValueError(f"mean must be finite for every channel; not at channel(s) {bad}")
         if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise ValueError("std must be finite and positive for every channel")
+            bad = np.flatnonzero(~(np.isfinite(std) & (std > 0))).tolist()
+            raise ValueError(
+                f"std must be finite and positive for every channel; not at channel(s) {bad}"
+            )
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
 

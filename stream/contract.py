@@ -1,0 +1,427 @@
+"""The channel and rate contract between an incoming stream and the model.
+
+The model (its bundle manifest, through :class:`ContractConfig`) fixes the
+channel names, their order, the sampling rate and the unit (volts). A stream
+is conformed to it once, at the input, by :class:`ChannelContract`:
+
+1. channels are matched by name, case-insensitively and with common aliases
+   (:func:`canonical_ch_name`); extra stream channels (stim, counter, ...) are
+   dropped; a name matched twice is an error;
+2. missing channels are refused with their list, or interpolated from their
+   neighbours with MNE's spherical splines (one precomputed matrix);
+3. samples are scaled to volts, the unit read from the stream description
+   (:func:`detect_unit_scale`) or given in the config;
+4. other rates are resampled (:class:`~neuroimagen.stream.resample.StreamingResampler`)
+   or refused.
+
+Every problem found at construction is collected and raised together in one
+:class:`ContractError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from .config import ContractConfig
+from .montage import montage_ch_names
+from .resample import StreamingResampler
+
+__all__ = [
+    "ALIASES",
+    "ChannelContract",
+    "ContractError",
+    "canonical_ch_name",
+    "detect_unit_scale",
+    "interpolation_matrix",
+    "unit_scale",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ContractError(ValueError):
+    """A stream does not meet the model's channel/rate/unit contract; the message lists why."""
+
+
+#: Old 10-20 names mapped to their 10-10 equivalents (canonical, lower case).
+ALIASES: dict[str, str] = {"t3": "t7", "t4": "t8", "t5": "p7", "t6": "p8"}
+
+_PREFIX = re.compile(r"^eeg[\s_:\-]*", re.IGNORECASE)
+_SUFFIX = re.compile(r"[\s_\-]*(ref|avg|ave|ar|le)$", re.IGNORECASE)
+
+
+def canonical_ch_name(name: str) -> str:
+    """Canonical form of an EEG channel name, for matching.
+
+    Lower case, without an ``EEG`` prefix or a reference suffix (``-REF``,
+    ``-Ref``, ``-AVG``, ``-AR``, ``-LE``), old 10-20 names mapped to 10-10
+    (T3 -> T7, T4 -> T8, T5 -> P7, T6 -> P8).
+
+    Examples
+    --------
+    ``'EEG Fp1'``, ``'FP1'``, ``'Fp1-REF'``, ``'EEG FP1-Ref'``, ``'eeg_fp1'`` -> ``'fp1'``;
+    ``'T3'`` -> ``'t7'``.
+    """
+    s = name.strip()
+    stripped = _PREFIX.sub("", s)
+    if stripped:  # a channel literally called 'EEG' keeps its name
+        s = stripped
+    stripped = _SUFFIX.sub("", s)
+    if stripped:
+        s = stripped
+    s = s.strip().lower()
+    return ALIASES.get(s, s)
+
+
+_UNIT_SCALES: dict[str, float] = {
+    "v": 1.0,
+    "volt": 1.0,
+    "volts": 1.0,
+    "mv": 1e-3,
+    "millivolt": 1e-3,
+    "millivolts": 1e-3,
+    "uv": 1e-6,
+    "µv": 1e-6,  # micro sign U+00B5
+    "μv": 1e-6,  # Greek mu U+03BC
+    "microvolt": 1e-6,
+    "microvolts": 1e-6,
+    "nv": 1e-9,
+    "nanovolt": 1e-9,
+    "nanovolts": 1e-9,
+}
+
+_CFG_SCALES = {"V": 1.0, "uV": 1e-6}
+
+
+def unit_scale(unit: str | None) -> float | None:
+    """Factor from ``unit`` to volts (``'uV'`` -> 1e-6), None when not a known voltage unit."""
+    if unit is None:
+        return None
+    return _UNIT_SCALES.get(unit.strip().lower())
+
+
+def detect_unit_scale(units: Sequence[str | None], cfg_units: str) -> float:
+    """Factor that brings samples of these channels to volts.
+
+    Parameters
+    ----------
+    units : sequence of str | None
+        Per-channel units from the stream description (the picked channels only).
+    cfg_units : ``"auto"`` | ``"V"`` | ``"uV"``
+        ``stream.contract.units``: ``auto`` reads ``units``; otherwise the given
+        unit is used (a stream that declares a different unit is logged).
+
+    Raises
+    ------
+    ContractError
+        ``auto`` and a unit is missing, unknown, or differs between channels.
+    """
+    hint = "set stream.contract.units to V or uV (e.g. --set stream.contract.units=uV)"
+    if cfg_units != "auto":
+        if cfg_units not in _CFG_SCALES:
+            raise ContractError(f"stream.contract.units must be auto, V or uV, got {cfg_units!r}")
+        scale = _CFG_SCALES[cfg_units]
+        declared = {unit_scale(u) for u in units} - {None}
+        if declared and declared != {scale}:
+            logger.warning(
+                "stream declares units %s but stream.contract.units=%s is used",
+                sorted({u for u in units if u}),
+                cfg_units,
+            )
+        return scale
+    if len(units) == 0:
+        raise ContractError(f"no channels to read a unit from; {hint}")
+    missing = [i for i, u in enumerate(units) if u is None or not str(u).strip()]
+    if missing:
+        raise ContractError(
+            f"the stream declares no unit for {len(missing)} of {len(units)} channels; {hint}"
+        )
+    unknown = sorted({u for u in units if unit_scale(u) is None})
+    if unknown:
+        raise ContractError(
+            f"unknown channel unit(s) {', '.join(map(repr, unknown))} (known: V, mV, uV, µV, "
+            f"volts, millivolts, microvolts, nV); {hint}"
+        )
+    scales = {unit_scale(u) for u in units}
+    if len(scales) > 1:
+        raise ContractError(
+            f"channels have mixed units {sorted(set(units))}; convert the stream to one unit"
+        )
+    return scales.pop()
+
+
+def interpolation_matrix(montage: str, ch_names: Sequence[str], bads: Sequence[str]) -> np.ndarray:
+    """Spherical-spline weights that estimate ``bads`` from the other channels.
+
+    MNE's own ``interpolate_bads`` (spherical splines, sphere fitted to the
+    montage) is run once on an identity signal, so each column of its output is
+    the response to a unit impulse on one channel: the weight matrix.
+
+    Parameters
+    ----------
+    montage : str
+        Standard montage name (MNE) giving the channel positions.
+    ch_names : sequence of str
+        All channels (good and bad), in order; matched to the montage with
+        :func:`canonical_ch_name`.
+    bads : sequence of str
+        Channels to interpolate (a subset of ``ch_names``).
+
+    Returns
+    -------
+    ndarray, shape (len(bads), len(ch_names)), float64
+        Columns of bad channels are zero.
+    """
+    import mne
+
+    mon = mne.channels.make_standard_montage(montage)
+    pos_by_canon = {canonical_ch_name(k): v for k, v in mon.get_positions()["ch_pos"].items()}
+    no_pos = [c for c in ch_names if canonical_ch_name(c) not in pos_by_canon]
+    if any(b in no_pos for b in bads):
+        raise ContractError(
+            f"cannot interpolate {', '.join(b for b in bads if b in no_pos)}: "
+            f"no position in montage {montage!r}"
+        )
+    use = [c for c in ch_names if c not in no_pos]
+    dig = mne.channels.make_dig_montage(
+        ch_pos={c: pos_by_canon[canonical_ch_name(c)] for c in use}, coord_frame="head"
+    )
+    info = mne.create_info(use, sfreq=1000.0, ch_types="eeg")
+    raw = mne.io.RawArray(np.eye(len(use)), info, verbose="ERROR")
+    raw.set_montage(dig, verbose="ERROR")
+    raw.info["bads"] = list(bads)
+    raw.interpolate_bads(reset_bads=True, origin="auto", verbose="ERROR")
+    out = raw.get_data(picks=list(bads))  # (n_bads, n_use): row b, column j = weight of j
+    weights = np.zeros((len(bads), len(ch_names)))
+    col = {c: i for i, c in enumerate(ch_names)}
+    for j, c in enumerate(use):
+        if c not in bads:
+            weights[:, col[c]] = out[:, j]
+    return weights
+
+
+class ChannelContract:
+    """Conform a stream to the model's channels, unit and rate.
+
+    Parameters
+    ----------
+    cfg : ContractConfig
+        The model's contract (channel names or montage, rate, policies).
+    ch_names : sequence of str
+        The stream's channel names, in stream order.
+    sfreq : float
+        The stream's nominal rate in Hz.
+    units : sequence of str | None | None
+        The stream's per-channel units (from its description), if any.
+
+    Attributes
+    ----------
+    ch_names_out : list of str
+        The model's channel names, in model order.
+    sfreq_out : float
+    n_channels_in, n_channels_out : int
+    picks : list of int | None
+        Stream channel index of each output channel (None for interpolated ones).
+    missing : list of str
+        Model channels absent from the stream.
+    interpolated : list of str
+        The missing channels that are interpolated (empty when refused).
+    dropped : list of str
+        Stream channels not used (extra channels).
+    scale_to_volts : float
+    resampler : StreamingResampler | None
+
+    Raises
+    ------
+    ContractError
+        Listing every problem: missing channels (refused or too many),
+        duplicate matches, units, rate.
+
+    Notes
+    -----
+    :meth:`apply` carries resampler state: one instance per stream, fed in order
+    by one thread.
+    """
+
+    def __init__(
+        self,
+        cfg: ContractConfig,
+        ch_names: Sequence[str],
+        sfreq: float,
+        units: Sequence[str | None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        ch_names = [str(c) for c in ch_names]
+        self.ch_names_in = ch_names
+        self.n_channels_in = len(ch_names)
+        self.sfreq_in = float(sfreq)
+        self.ch_names_out = (
+            list(cfg.ch_names) if cfg.ch_names is not None else montage_ch_names(cfg.montage)
+        )
+        self.n_channels_out = len(self.ch_names_out)
+        self.sfreq_out = float(cfg.sfreq_hz)
+        problems: list[str] = []
+
+        # 1. match channels by canonical name
+        model_canon = [canonical_ch_name(c) for c in self.ch_names_out]
+        dup_model = sorted({c for c in model_canon if model_canon.count(c) > 1})
+        if dup_model:
+            raise ContractError(f"the model's channel names repeat (after aliasing): {dup_model}")
+        by_canon: dict[str, list[int]] = {}
+        for i, c in enumerate(ch_names):
+            by_canon.setdefault(canonical_ch_name(c), []).append(i)
+        picks: list[int | None] = []
+        for name, canon in zip(self.ch_names_out, model_canon, strict=True):
+            hits = by_canon.get(canon, [])
+            if len(hits) > 1:
+                problems.append(
+                    f"channel {name} matches {len(hits)} stream channels: "
+                    f"{', '.join(ch_names[i] for i in hits)}"
+                )
+            picks.append(hits[0] if hits else None)
+        self.picks = picks
+        self.missing = [n for n, p in zip(self.ch_names_out, picks, strict=True) if p is None]
+        used = {p for p in picks if p is not None}
+        self.dropped = [c for i, c in enumerate(ch_names) if i not in used]
+        if self.dropped:
+            logger.info(
+                "dropping %d stream channel(s) not in the model: %s",
+                len(self.dropped),
+                ", ".join(self.dropped),
+            )
+
+        # 2. missing channels: refuse or interpolate
+        self.interpolated: list[str] = []
+        if self.missing:
+            frac = len(self.missing) / self.n_channels_out
+            listing = ", ".join(self.missing)
+            if cfg.on_missing_channels == "refuse":
+                problems.append(
+                    f"{len(self.missing)} model channel(s) missing from the stream: {listing} "
+                    "(set stream.contract.on_missing_channels=interpolate to interpolate them)"
+                )
+            elif frac > cfg.max_missing_fraction:
+                problems.append(
+                    f"{len(self.missing)} of {self.n_channels_out} model channels missing "
+                    f"({frac:.0%} > max_missing_fraction {cfg.max_missing_fraction:.0%}): {listing}"
+                )
+            elif len(self.missing) == self.n_channels_out:
+                problems.append("no model channel is in the stream")
+            else:
+                self.interpolated = list(self.missing)
+
+        # 3. units of the channels actually used
+        self.scale_to_volts = 1.0
+        picked = [p for p in picks if p is not None]
+        if units is not None and len(units) != self.n_channels_in:
+            problems.append(f"{len(units)} units given for {self.n_channels_in} stream channels")
+        else:
+            used_units = [units[p] for p in picked] if units is not None else [None] * len(picked)
+            try:
+                self.scale_to_volts = detect_unit_scale(used_units, cfg.units) if picked else 1.0
+            except ContractError as exc:
+                problems.append(str(exc))
+
+        # 4. rate
+        self.resampler: StreamingResampler | None = None
+        if not (np.isfinite(self.sfreq_in) and self.sfreq_in > 0):
+            problems.append(f"stream rate {sfreq} Hz is not a regular rate")
+        elif self.sfreq_in != self.sfreq_out:
+            if cfg.on_rate_mismatch == "refuse":
+                problems.append(
+                    f"stream rate {self.sfreq_in:g} Hz differs from the model's {self.sfreq_out:g} Hz "
+                    "(set stream.contract.on_rate_mismatch=resample to resample)"
+                )
+            else:
+                try:
+                    self.resampler = StreamingResampler(
+                        self.sfreq_in, self.sfreq_out, self.n_channels_out
+                    )
+                except ValueError as exc:
+                    problems.append(str(exc))
+
+        if problems:
+            raise ContractError(
+                "stream does not meet the model contract:\n  - " + "\n  - ".join(problems)
+            )
+
+        # 5. the spatial map: a gather, or one (n_out, n_in) matrix when interpolating
+        self._index = np.array([p if p is not None else 0 for p in picks], dtype=np.intp)
+        self._matrix: np.ndarray | None = None
+        if self.interpolated:
+            # interpolate among the model's channels (their montage positions), then
+            # express the result on the stream's channels
+            w = interpolation_matrix(cfg.montage, self.ch_names_out, self.interpolated)
+            m = np.zeros((self.n_channels_out, self.n_channels_in))
+            out_idx = {n: i for i, n in enumerate(self.ch_names_out)}
+            for i, p in enumerate(picks):
+                if p is not None:
+                    m[i, p] = 1.0
+            for b, name in enumerate(self.interpolated):
+                for j, p in enumerate(picks):
+                    if p is not None:
+                        m[out_idx[name], p] = w[b, j]
+            self._matrix = (m * self.scale_to_volts).astype(np.float32)
+            logger.warning(
+                "interpolating %d missing channel(s): %s",
+                len(self.interpolated),
+                ", ".join(self.interpolated),
+            )
+        self.reset()
+
+    def reset(self) -> None:
+        """Reset the resampler's history (a new stream segment starts)."""
+        if self.resampler is not None:
+            self.resampler.reset()
+
+    def apply(self, data: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conform one chunk.
+
+        Parameters
+        ----------
+        data : ndarray, shape (n_channels_in, n), float32
+            In the stream's unit and channel order.
+        timestamps : ndarray, shape (n,), float64
+
+        Returns
+        -------
+        data : ndarray, shape (n_channels_out, m), float32
+            Volts, model channel order, missing channels interpolated, at
+            ``sfreq_out`` (``m != n`` when resampling).
+        timestamps : ndarray, shape (m,), float64
+            When resampling, the instants the output samples represent
+            (see :mod:`neuroimagen.stream.resample`).
+        """
+        data = np.asarray(data)
+        if data.ndim != 2 or data.shape[0] != self.n_channels_in:
+            raise ValueError(
+                f"data must be ({self.n_channels_in}, n_times) as the stream has "
+                f"{self.n_channels_in} channels, got shape {data.shape}"
+            )
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        if self._matrix is not None:
+            y = self._matrix @ data.astype(np.float32, copy=False)
+        else:
+            y = data[self._index].astype(np.float32, copy=False)
+            if self.scale_to_volts != 1.0:
+                y *= np.float32(self.scale_to_volts)
+        if self.resampler is not None:
+            return self.resampler.process(y, timestamps)
+        return y, timestamps.copy()
+
+    def describe(self) -> str:
+        """One line for logs and the GUI."""
+        parts = [
+            f"{self.n_channels_in} -> {self.n_channels_out} channels",
+            f"{self.sfreq_in:g} -> {self.sfreq_out:g} Hz",
+            f"x{self.scale_to_volts:g} to V",
+        ]
+        if self.interpolated:
+            parts.append(f"interpolated: {', '.join(self.interpolated)}")
+        if self.dropped:
+            parts.append(f"dropped: {', '.join(self.dropped)}")
+        return "; ".join(parts)
