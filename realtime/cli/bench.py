@@ -2,9 +2,64 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from ._common import common_options, section
 
 
 @click.group()
 def bench() -> None:
     """Benchmarks (not tests): each prints its figures and the ratios against its goals."""
+
+
+@bench.command("stream")
+@click.option("--duration", "duration_s", type=float, default=30.0,
+              help="seconds of 128-ch 1 kHz data pushed in the capacity phase")
+@click.option("--latency-duration", "latency_duration_s", type=float, default=10.0,
+              help="seconds of real-time streaming in the latency phase")
+@click.option("--speed", type=float, default=0.0,
+              help="capacity-phase push rate in x real time (0: as fast as the outlet can)")
+@click.option("--chunk-size", type=int, default=32, help="samples per pushed chunk")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the full result as JSON here ('-' for stdout only)")
+@common_options
+def stream_bench(duration_s: float, latency_duration_s: float, speed: float, chunk_size: int,
+                 json_path: Path | None, cfg_data: dict) -> None:
+    """Live chain: ingest capacity (x real time, lost samples) and window latency (p50/p99)."""
+    import json
+
+    from neuroimagen.stream.bench import run_stream_bench
+    from neuroimagen.stream.config import StreamConfig
+
+    cfg = section(StreamConfig, cfg_data, "stream")
+    result = run_stream_bench(cfg, duration_s=duration_s, latency_duration_s=latency_duration_s,
+                              speed=speed, chunk_size=chunk_size)
+    if json_path is not None and str(json_path) == "-":
+        click.echo(json.dumps(result, indent=2))
+        return
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    from rich.console import Console
+    from rich.table import Table
+
+    cap, lat, goals = result["capacity"], result["latency"], result["goals"]
+    table = Table(title="neuroimagen bench stream (128 ch @ 1 kHz, one run)")
+    for col in ("figure", "measured", "goal", "ratio"):
+        table.add_column(col)
+    capacity = min(cap["x_realtime_wall"], cap["x_realtime_one_core_cpu"])
+    table.add_row("ingest capacity (x real time, wall)", f"{cap['x_realtime_wall']:.1f}", "", "")
+    table.add_row("ingest capacity (x real time, 1 core CPU)", f"{cap['x_realtime_one_core_cpu']:.1f}", "", "")
+    table.add_row("ingest capacity (min of both)", f"{capacity:.1f}",
+                  f">= {goals['capacity_x_realtime']:g}", f"{result['ratios']['capacity_vs_goal']:.2f}")
+    table.add_row("lost samples (counter)", str(cap["n_lost_samples"]), "0",
+                  "ok" if cap["n_lost_samples"] == 0 and cap["counter_exact"] else "LOSS")
+    table.add_row("windows (capacity phase)", f"{cap['n_windows']}/{cap['n_windows_expected']}", "", "")
+    table.add_row("latency p50 (ms)", f"{lat['latency_ms_p50']:.2f}", "", "")
+    table.add_row("latency p99 (ms)", f"{lat['latency_ms_p99']:.2f}", f"<= {goals['latency_ms_p99']:g}",
+                  f"{result['ratios']['latency_p99_goal_vs_measured']:.2f}")
+    table.add_row("latency max (ms)", f"{lat['latency_ms_max']:.2f}", "", "")
+    table.add_row("windows measured (latency phase)", str(lat["n_windows_measured"]), "", "")
+    table.add_row("meets goals", str(result["meets_goals"]), "", "")
+    Console().print(table)

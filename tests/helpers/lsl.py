@@ -102,12 +102,24 @@ def spawn_outlet(
     ch_names: list[str] | None = None,
     channel_format: str = "float32",
     linger_s: float = 30.0,
+    nonfinite_at: list[int] | None = None,
+    backstep_every: int = 0,
+    speed: float = 1.0,
+    wait_consumer: bool = False,
+    hold_s: float = 0.0,
+    preprocessed: dict | None = None,
 ) -> ChildOutlet:
     """Start an outlet in a child process (real peer, separate liblsl instance).
 
     The child inherits ``LSLAPICFG`` from this process. It pushes ``n_samples``
     (None: until terminated) in chunks paced at ``sfreq``, counting from
     ``start``, then keeps the outlet open for ``linger_s`` seconds.
+    ``nonfinite_at`` (counter values that get NaN/inf), ``backstep_every``
+    (every Nth chunk stamped 0.5 s in the past) and ``speed`` (pace multiple,
+    0 = as fast as possible) inject faults; ``wait_consumer`` holds the first
+    sample until an inlet subscribes, then ``hold_s`` more (so inlets see the
+    counter from ``start``); ``preprocessed`` is written to the stream's
+    ``desc/neuroimagen/preprocessed``; see lsl_child_outlet.py.
     """
     assert "LSLAPICFG" in os.environ, "LSL tests must run with the loopback config"
     name = name or unique_name()
@@ -116,6 +128,8 @@ def spawn_outlet(
         name=name, stype=stype, source_id=source_id, n_channels=n_channels, sfreq=sfreq,
         n_samples=n_samples, chunk_size=chunk_size, start=start, unit=unit,
         ch_names=ch_names, channel_format=channel_format, linger_s=linger_s,
+        nonfinite_at=nonfinite_at, backstep_every=backstep_every, speed=speed,
+        wait_consumer=wait_consumer, hold_s=hold_s, preprocessed=preprocessed,
     )
     proc = subprocess.Popen(
         [sys.executable, str(CHILD_SCRIPT), json.dumps(args)],

@@ -1,6 +1,17 @@
 """Child-process LSL outlet used by tests (see helpers.lsl.spawn_outlet).
 
 Run as ``python lsl_child_outlet.py '<json args>'``; LSLAPICFG is inherited.
+
+Optional keys (absent: the plain counter stream):
+
+- ``nonfinite_at``: counter values whose sample gets NaN in channel 1 and +inf
+  in the last channel.
+- ``backstep_every``: every Nth chunk is stamped 0.5 s in the past (explicit
+  per-sample timestamps), making the stream's timestamps non-monotonic.
+- ``speed``: pace at ``speed * sfreq`` (0: as fast as possible).
+- ``preprocessed``: dict written to ``desc/neuroimagen/preprocessed`` (JSON values).
+- ``wait_consumer``: hold the first sample until an inlet has subscribed,
+  then ``hold_s`` seconds more (time for further inlets to subscribe).
 """
 
 import json
@@ -25,12 +36,26 @@ def main() -> None:
         if a["unit"]:
             c.append_child_value("unit", a["unit"])
         c.append_child_value("type", "EEG")
+    if a.get("preprocessed"):  # as the replay player writes it (see interfaces.md)
+        pre = info.desc().append_child("neuroimagen").append_child("preprocessed")
+        for key, value in a["preprocessed"].items():
+            pre.append_child_value(key, json.dumps(value))
     outlet = pylsl.StreamOutlet(info, a["chunk_size"])
+    if a.get("wait_consumer"):  # start counting only once an inlet listens: nothing lost to resolve time
+        deadline = time.monotonic() + 30.0
+        while not outlet.have_consumers() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(a.get("hold_s") or 0.0)  # let further inlets subscribe too
+    nonfinite = set(a.get("nonfinite_at") or ())
+    backstep = a.get("backstep_every") or 0
+    speed = a.get("speed", 1.0)
+    rate = a["sfreq"] * speed if speed else 0.0
     n_total = a["n_samples"]
     i = a["start"]
     stop = None if n_total is None else a["start"] + n_total
     t0 = time.perf_counter()
     sent = 0
+    n_chunks = 0
     while stop is None or i < stop:
         n = a["chunk_size"] if stop is None else min(a["chunk_size"], stop - i)
         idx = np.arange(i, i + n, dtype=np.float64)
@@ -38,13 +63,22 @@ def main() -> None:
         chunk[:, 0] = idx
         if n_ch > 1:
             chunk[:, 1:] = np.sin(idx[:, None] * 0.01 * np.arange(1, n_ch))
-        outlet.push_chunk(chunk)
+        for k in nonfinite.intersection(range(i, i + n)):
+            chunk[k - i, 1 % n_ch] = np.nan
+            chunk[k - i, n_ch - 1] = np.inf
+        n_chunks += 1
+        if backstep and n_chunks % backstep == 0:
+            now = pylsl.local_clock() - 0.5
+            outlet.push_chunk(chunk, [now + (k - n + 1) / a["sfreq"] for k in range(n)])
+        else:
+            outlet.push_chunk(chunk)
         i += n
         sent += n
-        # pace at sfreq against the start (no drift)
-        delay = t0 + sent / a["sfreq"] - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        # pace against the start (no drift)
+        if rate:
+            delay = t0 + sent / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
     deadline = time.monotonic() + a["linger_s"]
     while time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,0 +1,707 @@
+"""Live LSL inlets: resolve a stream, acquire it on a thread into a ring buffer.
+
+:class:`EEGInlet` pulls numeric chunks non-blocking (``pull_chunk(timeout=0.0)``
+into a preallocated array) on its own acquisition thread and writes them to a
+:class:`~neuroimagen.stream.ringbuffer.RingBuffer` with local-clock timestamps
+(liblsl's clock synchronisation, dejitter and monotonize post-processing, as
+configured). Along the way it counts what a real headset link does wrong:
+gaps (outlet lost and recovered, or samples dropped), NaN/inf samples,
+non-monotonic timestamps and ring-buffer overflows.
+
+:class:`MarkerInlet` does the same for a string marker stream and keeps a
+bounded list of ``(timestamp, payload)``.
+
+pylsl is imported lazily (inside functions) so that test suites can point
+liblsl at a config file before the library loads.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import InletConfig
+from .ringbuffer import RingBuffer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EEGInlet",
+    "Gap",
+    "MarkerInlet",
+    "NonFiniteError",
+    "StreamMeta",
+    "StreamNotFoundError",
+    "list_streams",
+    "resolve_stream",
+    "stream_meta",
+]
+
+#: samples pulled per ``pull_chunk`` call at most (the preallocated pull buffer's rows)
+PULL_MAX_SAMPLES = 1024
+#: how long stop() waits for the acquisition thread before giving up on it
+STOP_JOIN_TIMEOUT_S = 5.0
+
+
+class StreamNotFoundError(LookupError):
+    """No LSL stream matched; the message lists the streams that were found."""
+
+
+class NonFiniteError(ValueError):
+    """A NaN/inf sample arrived and ``InletConfig.on_nonfinite`` is ``raise``."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A discontinuity in the received stream.
+
+    Attributes
+    ----------
+    n_samples : int
+        Samples missing between the last sample before and the first after
+        (from the counter channel when configured, else from the timestamps).
+    seconds : float
+        Timestamp difference between the samples either side, minus one period.
+    at_timestamp : float
+        Timestamp (local clock, s) of the first sample after the gap.
+    at_index : int
+        Ring-buffer sample index of the first sample after the gap.
+    """
+
+    n_samples: int
+    seconds: float
+    at_timestamp: float
+    at_index: int = -1
+
+
+@dataclass(frozen=True)
+class StreamMeta:
+    """What an LSL StreamInfo (and its ``desc``) says about a stream.
+
+    Attributes
+    ----------
+    name, stype, source_id, hostname : str
+    sfreq : float
+        Nominal rate in Hz (0 for irregular streams such as markers).
+    n_channels : int
+    channel_format : str
+        ``float32``, ``double64``, ``int16``, ``string``, ...
+    ch_names : list of str
+        ``desc/channels/channel/label``; ``ch1..chN`` when the stream has none.
+    units : list of str | None
+        ``desc/channels/channel/unit`` (None where absent).
+    ch_types : list of str | None
+    preprocessed : dict | None
+        ``desc/neuroimagen/preprocessed`` children as key -> JSON-decoded value
+        (e.g. ``{"bandpass_hz": [5, 95], "normalized": "dataset"}``); None for a
+        raw stream.
+    """
+
+    name: str
+    stype: str
+    source_id: str
+    hostname: str
+    sfreq: float
+    n_channels: int
+    channel_format: str
+    ch_names: list[str]
+    units: list[str | None]
+    preprocessed: dict[str, Any] | None = None
+    ch_types: list[str | None] | None = None
+    created_at: float = 0.0
+
+    def describe(self) -> str:
+        return (
+            f"name={self.name!r} type={self.stype!r} source_id={self.source_id!r} "
+            f"host={self.hostname!r} ({self.n_channels} ch, {self.sfreq:g} Hz, {self.channel_format})"
+        )
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _text(node: ET.Element | None, tag: str, default: str = "") -> str:
+    if node is None:
+        return default
+    child = node.find(tag)
+    if child is None or child.text is None:
+        return default
+    return child.text.strip()
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return text
+
+
+def stream_meta(info: Any) -> StreamMeta:
+    """Parse a ``pylsl.StreamInfo`` (full info from an inlet, or a resolve result).
+
+    A resolve result carries no ``desc``; channel names then default to
+    ``ch1..chN``. Use ``inlet.info()`` for the full description.
+    """
+    root = ET.fromstring(info.as_xml())
+    n_channels = int(_text(root, "channel_count", "0") or 0)
+    desc = root.find("desc")
+    labels: list[str] = []
+    units: list[str | None] = []
+    types: list[str | None] = []
+    channels = desc.find("channels") if desc is not None else None
+    if channels is not None:
+        for ch in channels.findall("channel"):
+            labels.append(_text(ch, "label"))
+            units.append(_text(ch, "unit") or None)
+            types.append(_text(ch, "type") or None)
+    if len(labels) != n_channels or not all(labels):
+        if labels:
+            logger.warning(
+                "stream %r describes %d channel labels for %d channels; using ch1..ch%d",
+                _text(root, "name"), len(labels), n_channels, n_channels,
+            )
+        labels = [f"ch{i + 1}" for i in range(n_channels)]
+        units = units if len(units) == n_channels else [None] * n_channels
+        types = types if len(types) == n_channels else [None] * n_channels
+    preprocessed: dict[str, Any] | None = None
+    pre = desc.find("neuroimagen/preprocessed") if desc is not None else None
+    if pre is not None:
+        preprocessed = {child.tag: _json_or_text(child.text or "") for child in pre}
+    return StreamMeta(
+        name=_text(root, "name"),
+        stype=_text(root, "type"),
+        source_id=_text(root, "source_id"),
+        hostname=_text(root, "hostname"),
+        sfreq=float(_text(root, "nominal_srate", "0") or 0.0),
+        n_channels=n_channels,
+        channel_format=_text(root, "channel_format"),
+        ch_names=labels,
+        units=units,
+        preprocessed=preprocessed,
+        ch_types=types,
+        created_at=float(_text(root, "created_at", "0") or 0.0),
+    )
+
+
+def list_streams(timeout: float = 1.0) -> list[StreamMeta]:
+    """Every stream visible within ``timeout`` seconds, sorted by name then source_id."""
+    import pylsl
+
+    metas = [stream_meta(info) for info in pylsl.resolve_streams(wait_time=timeout)]
+    return sorted(metas, key=lambda m: (m.name, m.source_id))
+
+
+def _xpath_literal(value: str) -> str:
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"cannot match a stream property containing both quote kinds: {value!r}")
+
+
+def resolve_stream(
+    name: str | None = None,
+    stype: str | None = None,
+    source_id: str | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    """Find one stream by name / type / source_id (all given ones must match).
+
+    Returns
+    -------
+    pylsl.StreamInfo
+        The first match (a resolve result: no ``desc``).
+
+    Raises
+    ------
+    StreamNotFoundError
+        After ``timeout`` seconds without a match; the message lists every
+        stream that was visible (name, type, source_id, host).
+    """
+    import pylsl
+
+    terms = []
+    for prop, value in (("name", name), ("type", stype), ("source_id", source_id)):
+        if value is not None:
+            terms.append(f"{prop}={_xpath_literal(value)}")
+    wanted = " and ".join(terms) or "any stream"
+    if terms:
+        found = pylsl.resolve_bypred(" and ".join(terms), 1, timeout)
+    else:
+        found = pylsl.resolve_streams(wait_time=timeout)
+    if found:
+        return found[0]
+    visible = list_streams(timeout=1.0)
+    if visible:
+        listing = "\n  ".join(m.describe() for m in visible)
+        msg = f"no LSL stream matching {wanted} within {timeout:g} s; streams found:\n  {listing}"
+    else:
+        msg = f"no LSL stream matching {wanted} within {timeout:g} s; no streams are visible at all"
+    raise StreamNotFoundError(msg)
+
+
+def _processing_flags(cfg: InletConfig) -> int:
+    import pylsl
+
+    flags = pylsl.proc_none
+    if cfg.clock_correction:
+        flags |= pylsl.proc_clocksync
+    if cfg.dejitter:
+        flags |= pylsl.proc_dejitter
+    if cfg.monotonize:
+        flags |= pylsl.proc_monotonize
+    return flags
+
+
+# --------------------------------------------------------------------------- EEG inlet
+
+
+class EEGInlet:
+    """Acquire a numeric LSL stream on a thread into a :class:`RingBuffer`.
+
+    Parameters
+    ----------
+    cfg : InletConfig
+        Which stream (name/type/source_id), ring-buffer length, post-processing
+        flags, recovery, NaN/inf policy, optional counter channel.
+
+    Attributes
+    ----------
+    meta : StreamMeta | None
+        Set by :meth:`start` (from the inlet's full info, with ``desc``).
+    buffer : RingBuffer | None
+        Set by :meth:`start`: ``bufsize_s * sfreq`` samples of ``n_channels``.
+    n_received : int
+        Samples pulled so far.
+    n_nonfinite : int
+        Samples that held at least one NaN/inf value (handled per
+        ``on_nonfinite``).
+    n_nonmonotonic : int
+        Samples whose timestamp went back below the previous sample's (after
+        liblsl's post-processing; ``monotonize`` prevents it).
+    n_counter_errors : int
+        Samples whose counter went backwards or repeated (counter channel only).
+    gaps : list of Gap
+        Discontinuities seen (outlet lost and recovered, dropped samples).
+    n_overflow : int
+        Samples overwritten in the ring buffer before a reader took them.
+
+    Notes
+    -----
+    Threading: :meth:`start` resolves and opens the stream in the caller's
+    thread (raising :class:`StreamNotFoundError` at once), then one acquisition
+    thread owns the pylsl inlet and is the buffer's only writer. It never
+    blocks: it polls ``pull_chunk(timeout=0.0)`` and sleeps ``poll_interval_s``
+    when nothing came, so :meth:`stop` returns promptly even while liblsl is
+    trying to recover a lost outlet. An exception in the thread stops it and is
+    re-raised from :meth:`stop` (and :meth:`check`).
+    """
+
+    def __init__(self, cfg: InletConfig) -> None:
+        self.cfg = cfg
+        self.meta: StreamMeta | None = None
+        self.buffer: RingBuffer | None = None
+        self.n_received = 0
+        self.n_nonfinite = 0
+        self.n_nonmonotonic = 0
+        self.n_counter_errors = 0
+        self.gaps: list[Gap] = []
+        self._inlet: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._last_ts: float | None = None
+        self._last_counter: float | None = None
+        self._last_finite: np.ndarray | None = None
+        self._pull_buf: np.ndarray | None = None
+        self._last_arrival = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> StreamMeta:
+        """Resolve the stream and read its full description; no data flows yet.
+
+        Sets :attr:`meta` and :attr:`buffer` so the stages after the inlet can
+        be built before acquisition starts. Called by :meth:`start` if needed.
+
+        Raises
+        ------
+        StreamNotFoundError
+            Listing the streams that were visible.
+        """
+        import pylsl
+
+        if self._inlet is not None:
+            return self.meta
+        cfg = self.cfg
+        # 1. find the stream and create an inlet with the configured post-processing
+        info = resolve_stream(cfg.name, cfg.stype, cfg.source_id, cfg.resolve_timeout_s)
+        inlet = pylsl.StreamInlet(
+            info,
+            max_buflen=cfg.max_buflen_s,
+            recover=cfg.recover,
+            processing_flags=_processing_flags(cfg),
+        )
+        try:
+            meta = stream_meta(inlet.info(cfg.resolve_timeout_s))
+            if meta.channel_format == "string":
+                raise ValueError(f"stream {meta.name!r} carries strings; use MarkerInlet for markers")
+            if meta.sfreq <= 0:
+                raise ValueError(f"stream {meta.name!r} has an irregular rate; EEGInlet needs a nominal sfreq")
+            if cfg.counter_channel is not None and cfg.counter_channel >= meta.n_channels:
+                raise ValueError(
+                    f"counter_channel {cfg.counter_channel} but stream {meta.name!r} has {meta.n_channels} channels"
+                )
+        except BaseException:
+            inlet.close_stream()
+            raise
+        # 2. preallocate everything the thread writes into
+        self._inlet = inlet
+        self.meta = meta
+        self.buffer = RingBuffer(meta.n_channels, max(1, int(round(cfg.bufsize_s * meta.sfreq))))
+        self._pull_buf = np.zeros((PULL_MAX_SAMPLES, meta.n_channels), dtype=inlet.np_dtype)
+        self._last_finite = np.zeros(meta.n_channels, dtype=np.float32)
+        return meta
+
+    def start(self) -> None:
+        """Open (if not yet), subscribe and start acquiring.
+
+        Raises StreamNotFoundError (listing the streams seen) when resolving fails.
+        """
+        if self._thread is not None:
+            raise RuntimeError("EEGInlet already started")
+        cfg = self.cfg
+        self.open()
+        try:
+            # 3. the first clock estimate takes a few round trips: get it before subscribing,
+            #    then subscribe (samples pushed from now on are queued for us)
+            if cfg.clock_correction:
+                t0 = time.perf_counter()
+                self._inlet.time_correction(cfg.resolve_timeout_s)
+                logger.debug("first time_correction took %.1f ms", (time.perf_counter() - t0) * 1e3)
+            self._inlet.open_stream(cfg.resolve_timeout_s)
+        except BaseException:
+            self._inlet.close_stream()
+            self._inlet = None
+            raise
+        logger.info("inlet opened: %s", self.meta.describe())
+        # 4. start the acquisition thread
+        self._stop.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name=f"EEGInlet[{self.meta.name}]", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, close the stream, re-raise any error from the thread."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(STOP_JOIN_TIMEOUT_S)
+            if thread.is_alive():  # cannot happen with timeout=0 pulls; say so if it does
+                logger.error("acquisition thread did not stop within %.1f s", STOP_JOIN_TIMEOUT_S)
+        if self._inlet is not None:
+            self._inlet.close_stream()
+            self._inlet = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def check(self) -> None:
+        """Raise the acquisition thread's error now, if it failed (the thread has ended)."""
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> EEGInlet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ queries
+
+    def time_correction(self, timeout: float = 1.0) -> float:
+        """liblsl's current offset (s) from the outlet's clock to the local clock.
+
+        Already applied to every timestamp when ``clock_correction`` is on.
+        """
+        if self._inlet is None:
+            raise RuntimeError("EEGInlet is not started")
+        return float(self._inlet.time_correction(timeout))
+
+    @property
+    def n_overflow(self) -> int:
+        return 0 if self.buffer is None else self.buffer.n_overflow
+
+    @property
+    def n_gap_samples(self) -> int:
+        return sum(g.n_samples for g in self.gaps)
+
+    @property
+    def last_arrival(self) -> float:
+        """``pylsl.local_clock()`` when the newest chunk was pulled (0 before any)."""
+        return self._last_arrival
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "n_received": self.n_received,
+            "n_nonfinite": self.n_nonfinite,
+            "n_nonmonotonic": self.n_nonmonotonic,
+            "n_counter_errors": self.n_counter_errors,
+            "n_overflow": self.n_overflow,
+            "n_gaps": len(self.gaps),
+            "n_gap_samples": self.n_gap_samples,
+            "gaps": [dataclasses.asdict(g) for g in self.gaps],
+        }
+
+    # ------------------------------------------------------------------ acquisition thread
+
+    def _run(self) -> None:
+        import pylsl
+
+        try:
+            inlet = self._inlet
+            buf = self._pull_buf
+            wait = self.cfg.poll_interval_s
+            while not self._stop.is_set():
+                try:
+                    data, ts = inlet.pull_chunk(
+                        timeout=0.0, max_samples=PULL_MAX_SAMPLES, dest_obj=buf, as_numpy=True
+                    )
+                except pylsl.util.LostError as exc:
+                    meta = self.meta
+                    raise ConnectionError(
+                        f"LSL stream {meta.name!r} (source_id {meta.source_id!r}) was lost and "
+                        "recover is off (or the stream has no source_id)"
+                    ) from exc
+                n = len(ts)
+                if n:
+                    self._ingest(data, ts, pylsl.local_clock())
+                if n < PULL_MAX_SAMPLES:  # drained: sleep; a full pull means more is waiting
+                    self._stop.wait(wait)
+        except BaseException as exc:  # stored, re-raised from stop()
+            logger.error("acquisition thread failed: %s", exc)
+            self._error = exc
+
+    def _ingest(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
+        """Check one pulled chunk (n, n_channels), fix what policy allows, write it."""
+        meta = self.meta
+        n = len(ts)
+        first_index = self.buffer.total_written
+        # 1. counter channel (exact gaps / duplicates), then timestamps
+        cc = self.cfg.counter_channel
+        counter_gap: int | None = None
+        if cc is not None:
+            counter = data[:, cc].astype(np.float64)
+            if self._last_counter is not None:
+                step0 = counter[0] - self._last_counter
+                if step0 > 1:
+                    counter_gap = int(step0 - 1)
+                elif step0 < 1:
+                    self.n_counter_errors += 1
+            if n > 1:
+                steps = np.diff(counter)
+                self.n_counter_errors += int(np.count_nonzero(steps < 1))
+                jumps = np.flatnonzero(steps > 1)
+                for j in jumps:  # gaps inside a chunk (rare: liblsl buffer overflow)
+                    self._add_gap(int(steps[j] - 1), ts[j + 1] - ts[j], ts[j + 1], first_index + j + 1)
+            self._last_counter = float(counter[-1])
+        period = 1.0 / meta.sfreq
+        if self._last_ts is not None:
+            dt = float(ts[0] - self._last_ts)
+            if dt < 0:
+                self.n_nonmonotonic += 1
+            if counter_gap is not None:
+                self._add_gap(counter_gap, dt - period, float(ts[0]), first_index)
+            elif cc is None and dt - period > self.cfg.gap_threshold_s:
+                self._add_gap(int(round(dt * meta.sfreq)) - 1, dt - period, float(ts[0]), first_index)
+        if n > 1:
+            steps_ts = np.diff(ts)
+            self.n_nonmonotonic += int(np.count_nonzero(steps_ts < 0))
+            if cc is None:  # a gap inside one chunk (liblsl delivered both sides together)
+                for j in np.flatnonzero(steps_ts - period > self.cfg.gap_threshold_s):
+                    dt = float(steps_ts[j])
+                    self._add_gap(int(round(dt * meta.sfreq)) - 1, dt - period, float(ts[j + 1]),
+                                  first_index + int(j) + 1)
+        self._last_ts = float(ts[-1])
+        # 2. NaN / inf (the rare path allocates; the common one does not)
+        if not np.isfinite(data).all():
+            data = self._fix_nonfinite(data)
+        else:
+            self._last_finite[:] = data[-1]
+        # 3. into the ring buffer (float32 conversion happens in the copy)
+        self.buffer.write(data, ts, arrival)
+        self.n_received += n
+        self._last_arrival = arrival
+
+    def _add_gap(self, n_samples: int, seconds: float, at_ts: float, at_index: int) -> None:
+        gap = Gap(int(n_samples), float(seconds), float(at_ts), int(at_index))
+        self.gaps.append(gap)
+        logger.warning(
+            "stream %r: gap of %d samples (%.3f s) before t=%.3f (sample %d)",
+            self.meta.name, gap.n_samples, gap.seconds, gap.at_timestamp, gap.at_index,
+        )
+
+    def _fix_nonfinite(self, data: np.ndarray) -> np.ndarray:
+        bad = ~np.isfinite(data)
+        bad_rows = bad.any(axis=1)
+        n_bad = int(np.count_nonzero(bad_rows))
+        self.n_nonfinite += n_bad
+        policy = self.cfg.on_nonfinite
+        if policy == "raise":
+            row = int(np.flatnonzero(bad_rows)[0])
+            ch = int(np.flatnonzero(bad[row])[0])
+            raise NonFiniteError(
+                f"stream {self.meta.name!r}: non-finite value {data[row, ch]!r} in channel "
+                f"{self.meta.ch_names[ch]!r} at sample {self.buffer.total_written + row} "
+                "(inlet.on_nonfinite is 'raise')"
+            )
+        out = data.astype(np.float32)
+        if policy == "zero":
+            out[bad] = 0.0
+        else:  # hold: forward-fill each channel from its last finite value
+            ext = np.vstack([self._last_finite[None, :], out])
+            ext_bad = np.vstack([np.zeros((1, out.shape[1]), dtype=bool), bad])
+            rows = np.where(ext_bad, 0, np.arange(ext.shape[0])[:, None])
+            np.maximum.accumulate(rows, axis=0, out=rows)
+            out = np.take_along_axis(ext, rows, axis=0)[1:]
+        self._last_finite[:] = out[-1]
+        return out
+
+
+# --------------------------------------------------------------------------- markers
+
+
+class MarkerInlet:
+    """Acquire a string marker stream on a thread.
+
+    Parameters
+    ----------
+    name : str
+        Marker stream name (the replay player uses ``f"{eeg_name}-markers"``).
+    cfg : InletConfig | None
+        Timeouts, poll interval and post-processing flags (name/type ignored).
+    stype : str | None
+        Stream type to require (None: any).
+    max_markers : int
+        Markers held until :meth:`pop_markers` takes them; beyond, the oldest
+        are dropped and counted in :attr:`n_dropped`.
+
+    Notes
+    -----
+    Same lifecycle as :class:`EEGInlet`; errors re-raised from :meth:`stop`.
+    Timestamps are local-clock seconds (same flags as the EEG inlet, so marker
+    and EEG timestamps are comparable).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: InletConfig | None = None,
+        stype: str | None = None,
+        max_markers: int = 10000,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg or InletConfig()
+        self.stype = stype
+        self.meta: StreamMeta | None = None
+        self.n_received = 0
+        self.n_dropped = 0
+        self._markers: collections.deque[tuple[float, str]] = collections.deque()
+        self._max = int(max_markers)
+        self._lock = threading.Lock()
+        self._inlet: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        import pylsl
+
+        if self._thread is not None:
+            raise RuntimeError("MarkerInlet already started")
+        cfg = self.cfg
+        info = resolve_stream(self.name, self.stype, None, cfg.resolve_timeout_s)
+        inlet = pylsl.StreamInlet(
+            info, max_buflen=cfg.max_buflen_s, recover=cfg.recover,
+            processing_flags=_processing_flags(cfg) & ~pylsl.proc_dejitter,
+        )
+        try:
+            self.meta = stream_meta(inlet.info(cfg.resolve_timeout_s))
+            inlet.open_stream(cfg.resolve_timeout_s)
+            if cfg.clock_correction:
+                inlet.time_correction(cfg.resolve_timeout_s)
+        except BaseException:
+            inlet.close_stream()
+            raise
+        self._inlet = inlet
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"MarkerInlet[{self.name}]", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(STOP_JOIN_TIMEOUT_S)
+        if self._inlet is not None:
+            self._inlet.close_stream()
+            self._inlet = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> MarkerInlet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pop_markers(self) -> list[tuple[float, str]]:
+        """Markers received since the last call, oldest first: ``(timestamp, payload)``."""
+        with self._lock:
+            out = list(self._markers)
+            self._markers.clear()
+        return out
+
+    def _run(self) -> None:
+        import pylsl
+
+        try:
+            while not self._stop.is_set():
+                try:
+                    samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
+                except pylsl.util.LostError as exc:
+                    raise ConnectionError(f"marker stream {self.name!r} was lost and recover is off") from exc
+                if ts:
+                    with self._lock:
+                        for sample, t in zip(samples, ts, strict=True):
+                            self._markers.append((float(t), str(sample[0])))
+                        self.n_received += len(ts)
+                        while len(self._markers) > self._max:
+                            self._markers.popleft()
+                            self.n_dropped += 1
+                else:
+                    self._stop.wait(self.cfg.poll_interval_s)
+        except BaseException as exc:
+            logger.error("marker thread failed: %s", exc)
+            self._error = exc
+
