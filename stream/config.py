@@ -253,9 +253,16 @@ class InletConfig(FrozenConfig):
     max_buflen_s: int = Field(10, ge=1, description="liblsl inlet buffer (seconds)")
     clock_correction: bool = True
     dejitter: bool = True
+    monotonize: bool = True
     recover: bool = True
     on_nonfinite: Literal["zero", "hold", "raise"] = Field(
         "hold", description="NaN/inf samples: zero them, hold the last finite value, or raise"
+    )
+    gap_threshold_s: float = Field(
+        0.02, gt=0, description="a timestamp step this much beyond 1/sfreq is reported as a gap"
+    )
+    counter_channel: int | None = Field(
+        None, ge=0, description="channel carrying a sample counter (exact gap detection), or None"
     )
 
 
@@ -322,12 +329,22 @@ class WindowingConfig(FrozenConfig):
     marker_stream: str | None = Field(
         None, description="marker stream name (None: '<eeg name>-markers')"
     )
+    marker_max_pending_s: float = Field(
+        10.0, gt=0, description="drop a marker whose window is not complete after this long"
+    )
 
 
 class ReplayConfig(FrozenConfig):
+    name: str = Field("NeuroImagen-replay", description="EEG outlet name ('<name>-markers' for markers)")
     speed: float = Field(1.0, gt=0)
     loop: bool = False
     chunk_s: float = Field(0.01, gt=0, le=1.0, description="samples pushed per chunk, in seconds")
+    wait_for_consumers_s: float = Field(
+        0.0, ge=0, description="hold the first sample until every outlet has a consumer (0: don't)"
+    )
+    on_nonfinite: Literal["refuse", "replay"] = Field(
+        "refuse", description="NaN/inf samples in a file: refuse to replay, or send them as they are"
+    )
 
 
 class SimulateConfig(FrozenConfig):
@@ -337,11 +354,15 @@ class SimulateConfig(FrozenConfig):
     line_freq_hz: float = Field(50.0, gt=0)
     marker_interval_s: float = Field(0.5, gt=0)
     seed: int = 0
+    chunk_s: float = Field(0.01, gt=0, le=1.0, description="samples pushed per chunk, in seconds")
 
 
 class RecordConfig(FrozenConfig):
     flush_interval_s: float = Field(0.5, gt=0, le=1.0)
     formats: tuple[Literal["fif", "xdf"], ...] = ("fif",)
+    poll_interval_s: float = Field(0.005, gt=0, le=0.1)
+    resolve_timeout_s: float = Field(5.0, gt=0, description="wait this long for the named streams")
+    finalize_on_stop: bool = Field(True, description="write the FIF (and XDF) when stopped cleanly")
 
 
 class StreamConfig(FrozenConfig):

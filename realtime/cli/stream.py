@@ -2,9 +2,165 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
 import click
+
+from ._common import common_options, section
+
+logger = logging.getLogger(__name__)
 
 
 @click.group()
 def stream() -> None:
     """LSL streams: list, replay files, simulate a headset, record and finalize."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so both stop cleanly (outlets closed, recordings finalized)."""
+
+    fired = []
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:  # a second SIGTERM must not abort the clean stop (closing, finalizing)
+            return
+        fired.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_until_done(runner, what: str) -> None:
+    """Start ``runner``, wait for its end, stop it on Ctrl-C/SIGTERM; errors become click errors."""
+    with _sigterm_as_interrupt():
+        try:
+            runner.start()
+            while not runner.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            logger.info("%s: stopping", what)
+        finally:
+            runner.stop()
+
+
+@stream.command("replay")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="EEG outlet name (default: stream.replay.name); markers: <name>-markers.")
+@click.option("--speed", type=float, default=None, help="Playback speed (default: stream.replay.speed).")
+@click.option("--loop/--no-loop", default=None, help="Restart at the end, timestamps continuing.")
+@common_options
+def replay(file: Path, name: str | None, speed: float | None, loop: bool | None, cfg_data: dict) -> None:
+    """Replay FILE (FIF, EDF, BDF, BrainVision, EEGLAB, XDF, EEG-ImageNet .pth) as LSL."""
+    from neuroimagen.stream.config import ReplayConfig, StreamConfig
+    from neuroimagen.stream.readers import RecordingError
+    from neuroimagen.stream.replay import replay_file
+
+    cfg = section(StreamConfig, cfg_data, "stream").replay
+    updates = {k: v for k, v in {"speed": speed, "loop": loop}.items() if v is not None}
+    if updates:
+        cfg = ReplayConfig.model_validate({**cfg.model_dump(), **updates})
+    try:
+        player = replay_file(str(file), cfg, name=name)
+    except (FileNotFoundError, RecordingError) as exc:
+        raise click.ClickException(str(exc)) from None
+    rec = player.recording
+    logger.info(
+        "replaying %s as '%s' (+ '%s-markers'): %d ch, %.6g Hz, %.1f s, %d markers, speed %g%s",
+        file, player.name, player.name, rec.n_channels, rec.sfreq, rec.n_times / rec.sfreq,
+        len(rec.markers), cfg.speed, ", looping" if cfg.loop else "",
+    )
+    _run_until_done(player, "replay")
+    logger.info("replay done: %d samples, %d markers pushed", player.n_pushed, player.n_markers_pushed)
+
+
+@stream.command("simulate")
+@click.option("--duration", "duration_s", type=float, default=None, help="Seconds to stream (default: until stopped).")
+@click.option("--name", default=None, help="Stream name (default: stream.simulate.name).")
+@common_options
+def simulate(duration_s: float | None, name: str | None, cfg_data: dict) -> None:
+    """Simulated 128-ch 1 kHz headset (1/f + posterior alpha + line noise, in V) with stimulus markers."""
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.stream.simulate import SimulatedHeadset
+
+    cfg = section(StreamConfig, cfg_data, "stream").simulate
+    sim = SimulatedHeadset(cfg, duration_s=duration_s, name=name)
+    logger.info("simulating '%s' (+ '%s-markers'): %d ch at %g Hz, seed %d",
+                sim.name, sim.name, cfg.n_channels, cfg.sfreq_hz, cfg.seed)
+    _run_until_done(sim, "simulate")
+
+
+@stream.command("record")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to record into (created).")
+@click.option("--stream", "names", multiple=True, help="Stream name to record (repeatable; default: every visible stream).")
+@click.option("--duration", "duration_s", type=float, default=None, help="Seconds to record (default: until stopped).")
+@common_options
+def record(out_dir: Path, names: tuple[str, ...], duration_s: float | None, cfg_data: dict) -> None:
+    """Record LSL streams to OUT (append-only, crash-safe); finalize to FIF on a clean stop."""
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.stream.record import Recorder
+
+    cfg = section(StreamConfig, cfg_data, "stream").record
+    recorder = Recorder(out_dir, cfg, stream_names=names or None, duration_s=duration_s,
+                        resolved_config=cfg_data)
+    try:
+        _run_until_done(recorder, "record")
+    except (LookupError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for label, path in recorder.finalized.items():
+        logger.info("wrote %s: %s", label, path)
+
+
+@stream.command("finalize")
+@click.argument("out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--format", "formats", multiple=True, type=click.Choice(["fif", "xdf"]),
+              help="What to write (default: stream.record.formats).")
+@common_options
+def finalize(out_dir: Path, formats: tuple[str, ...], cfg_data: dict) -> None:
+    """Turn a recorder folder (even of a killed recorder) into FIF (+ XDF)."""
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.stream.record import finalize as finalize_dir
+
+    cfg = section(StreamConfig, cfg_data, "stream").record
+    try:
+        written = finalize_dir(out_dir, formats=formats or cfg.formats)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    for label, path in written.items():
+        click.echo(f"{label}: {path}")
+
+
+@stream.command("list")
+@click.option("--timeout", type=float, default=1.0, help="seconds to wait for streams to answer")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@common_options
+def list_(timeout: float, as_json: bool, cfg_data: dict) -> None:
+    """Every visible LSL stream: name, type, channels, rate, source_id, host."""
+    from neuroimagen.stream.inlet import list_streams
+
+    metas = list_streams(timeout=timeout)
+    if as_json:
+        import json
+
+        fields = ("name", "stype", "n_channels", "sfreq", "channel_format", "source_id", "hostname")
+        click.echo(json.dumps([{f: getattr(m, f) for f in fields} for m in metas], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"LSL streams ({len(metas)} found in {timeout:g} s)")
+    for col in ("name", "type", "channels", "rate (Hz)", "format", "source_id", "host"):
+        table.add_column(col, overflow="fold")  # wrap, never hide: names and ids get copied
+    for m in metas:
+        table.add_row(m.name, m.stype, str(m.n_channels), f"{m.sfreq:g}", m.channel_format,
+                      m.source_id, m.hostname)
+    Console().print(table)

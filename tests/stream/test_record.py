@@ -1,0 +1,165 @@
+"""Recorder: replay -> record -> finalize round trips, SIGKILL safety, clean stops from the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+import yaml
+from helpers.lsl import spawn_outlet, unique_name
+from helpers.wait import wait_until
+
+from neuroimagen.stream.config import RecordConfig, ReplayConfig
+from neuroimagen.stream.readers import read_recording
+
+pytestmark = pytest.mark.usefixtures("lsl_loopback")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from neuroimagen.realtime.cli import main; main()", *args]
+
+
+def test_replay_record_finalize_round_trip(real_eeg_dir: Path, tmp_path: Path) -> None:
+    import pyxdf
+
+    from neuroimagen.stream.record import Recorder
+    from neuroimagen.stream.replay import Player
+
+    path = real_eeg_dir / "test.vhdr"
+    raw_ref = mne.io.read_raw(path, preload=True, verbose="error")
+    rec = read_recording(path)
+    name = unique_name("rec")
+    out = tmp_path / "session"
+    with Player(rec, name, ReplayConfig(speed=8.0, wait_for_consumers_s=10.0)) as player:
+        recorder = Recorder(out, RecordConfig(formats=("fif", "xdf")), [name, f"{name}-markers"],
+                            resolved_config={"stream": {"record": {"flush_interval_s": 0.5}}})
+        recorder.start()
+        assert player.wait(15.0)
+        wait_until(lambda: recorder.n_samples == {name: rec.n_times, f"{name}-markers": len(rec.markers)},
+                   timeout=10.0, message=lambda: f"all samples recorded ({recorder.n_samples})")
+        written = recorder.stop()
+    # 1. FIF: the file's samples exactly, in V, names and types kept
+    raw = mne.io.read_raw_fif(written[f"fif:{name}"], preload=True, verbose="error")
+    assert raw.ch_names == raw_ref.ch_names
+    assert raw.get_channel_types() == raw_ref.get_channel_types()
+    assert raw.info["sfreq"] == raw_ref.info["sfreq"]
+    np.testing.assert_array_equal(raw.get_data().astype(np.float32), raw_ref.get_data().astype(np.float32))
+    # 2. markers are annotations at the onsets MNE gives for the source file
+    events, event_id = mne.events_from_annotations(raw_ref, regexp=None, verbose="error")
+    names = {v: k for k, v in event_id.items()}
+    expected = sorted((int(s - raw_ref.first_samp), names[c]) for s, _, c in events)
+    got = sorted((int(round(o * raw.info["sfreq"])), d) for o, d in zip(raw.annotations.onset, raw.annotations.description, strict=True))
+    assert got == expected
+    # 3. timestamps kept exactly (the player stamps sample k at t0 + k / (sfreq * speed))
+    ts = np.load(out / f"{name}_timestamps.npy")
+    np.testing.assert_allclose(ts - player.t0, np.arange(rec.n_times) / 8000.0, rtol=0, atol=1e-9)
+    # 4. the finalized FIF replays as the same recording
+    again = read_recording(written[f"fif:{name}"])
+    np.testing.assert_array_equal(again.data, rec.data)
+    assert again.markers == rec.markers and again.ch_names == rec.ch_names
+    # 5. XDF, read by pyxdf: same samples and timestamps, markers at their sample timestamps
+    streams, _ = pyxdf.load_xdf(str(written["xdf"]), dejitter_timestamps=False, synchronize_clocks=False)
+    by_name = {s["info"]["name"][0]: s for s in streams}
+    np.testing.assert_array_equal(by_name[name]["time_series"].T, rec.data)
+    np.testing.assert_array_equal(by_name[name]["time_stamps"], ts)
+    # with pyxdf's clock synchronisation (our ClockOffset chunks): same host, offsets far below 1 ms
+    synced, _ = pyxdf.load_xdf(str(written["xdf"]), dejitter_timestamps=False)
+    eeg_synced = next(s for s in synced if s["info"]["name"][0] == name)
+    np.testing.assert_allclose(eeg_synced["time_stamps"], ts, rtol=0, atol=1e-3)
+    mk = by_name[f"{name}-markers"]
+    assert [v[0] for v in mk["time_series"]] == [m[1] for m in rec.markers]
+    np.testing.assert_allclose(mk["time_stamps"], by_name[name]["time_stamps"][[m[0] for m in rec.markers]], atol=1e-3)
+    # 6. the resolved config sits beside the recording
+    assert yaml.safe_load((out / "config.yaml").read_text())["stream"]["record"]["flush_interval_s"] == 0.5
+
+
+def test_missing_stream_is_a_clear_error(tmp_path: Path) -> None:
+    from neuroimagen.stream.record import Recorder
+
+    with pytest.raises(LookupError, match=r"stream\(s\) not found: \['no-such-stream-x'\]"):
+        Recorder(tmp_path / "r", RecordConfig(resolve_timeout_s=0.3), ["no-such-stream-x"]).start()
+
+
+def _counter_check(raw: mne.io.BaseRaw, n_channels: int) -> np.ndarray:
+    """The counter channel, after checking every sample is exactly what the child outlet sent."""
+    data = raw.get_data().astype(np.float32)
+    counter = data[0].astype(np.int64)
+    np.testing.assert_array_equal(np.diff(counter), 1)  # contiguous: no drop, duplicate or reorder
+    idx = counter.astype(np.float64)
+    sent = np.sin(idx[None, :] * 0.01 * np.arange(1, n_channels)[:, None]).astype(np.float32)
+    np.testing.assert_array_equal(data[1:], sent)
+    return counter
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_keeps_a_prefix(tmp_path: Path) -> None:
+    import pylsl
+    from click.testing import CliRunner
+
+    from neuroimagen.realtime.cli import main
+
+    n_ch = 6
+    out = tmp_path / "killed"
+    with spawn_outlet(n_channels=n_ch, sfreq=1000.0, unit=None) as child:
+        found = pylsl.resolve_byprop("name", child.name, 1, 15.0)
+        assert found
+        mine = pylsl.StreamInlet(found[0], max_buflen=60)
+        mine.open_stream(timeout=10.0)
+        proc = subprocess.Popen(_cli("stream", "record", "--out", str(out), "--stream", child.name),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            data_bin = lambda: next(iter((out / "streams").glob("*/data.bin")), None)  # noqa: E731
+            wait_until(lambda: data_bin() is not None and data_bin().stat().st_size >= 1500 * n_ch * 4,
+                       timeout=40.0, message="1.5 s recorded")
+            last_sent = -1
+            while True:  # what the outlet had sent by now, seen by an independent inlet
+                d, t = mine.pull_chunk(timeout=0.0, max_samples=100000, as_numpy=True)
+                if len(t) == 0:
+                    break
+                last_sent = int(d[-1, 0])
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not list(out.glob("*.fif")), "a killed recorder cannot have finalized"
+    res = CliRunner().invoke(main, ["stream", "finalize", str(out)])
+    assert res.exit_code == 0, res.output
+    raw = mne.io.read_raw_fif(next(out.glob("*_raw.fif")), preload=True, verbose="error")
+    counter = _counter_check(raw, n_ch)
+    assert last_sent - counter[-1] <= 1000, (last_sent, counter[-1])
+    assert counter.size >= 1500
+
+
+@pytest.mark.slow
+def test_cli_record_finalizes_on_sigterm(tmp_path: Path) -> None:
+    n_ch = 3
+    out = tmp_path / "clean"
+    with spawn_outlet(n_channels=n_ch, sfreq=500.0, unit=None) as child:
+        proc = subprocess.Popen(_cli("stream", "record", "--out", str(out), "--stream", child.name),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "COLUMNS": "200"})
+        try:
+            data_bin = lambda: next(iter((out / "streams").glob("*/data.bin")), None)  # noqa: E731
+            wait_until(lambda: data_bin() is not None and data_bin().stat().st_size >= 200 * n_ch * 4,
+                       timeout=40.0, message="samples recorded")
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, output
+    fif = next(out.glob("*_raw.fif"))
+    raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
+    assert raw.info["sfreq"] == 500.0 and raw.n_times >= 200
+    _counter_check(raw, n_ch)
+    assert (out / "config.yaml").is_file()
