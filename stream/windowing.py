@@ -382,7 +382,12 @@ class MarkerLockedWindower:
 
         # 1. resolve onsets of markers whose onset sample has arrived
         ts = buf.ts[: buf.n]
-        tol = 0.5 / self.sfreq
+        # Half the *observed* sample spacing: a replay faster than real time
+        # stamps samples closer than 1/sfreq, and a marker stamped with a
+        # sample's own timestamp must lock to that sample, not its neighbour.
+        n_recent = min(buf.n, 65)
+        spacing = float(np.median(np.diff(ts[buf.n - n_recent :]))) if n_recent >= 2 else 0.0
+        tol = 0.5 * (spacing if spacing > 0 else 1.0 / self.sfreq)
         ready: list[tuple[int, int, _Marker]] = []
         still: list[_Marker] = []
         ts_last = float(ts[-1])

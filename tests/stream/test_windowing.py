@@ -288,3 +288,23 @@ def test_windowers_much_faster_than_real_time():
     assert n_win == (n_total - 440) // 50 + 1 + 19
     # >= 20x real time with a wide margin for a shared CI machine (typically ~200x)
     assert elapsed < 10.0 / 20, f"windowing 10 s of 128-ch data took {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("speed", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize("max_chunk", [1, 10, 300])
+def test_marker_locks_exactly_when_replayed_faster_or_slower(speed, max_chunk):
+    # a replay at `speed` stamps samples 1/(sfreq*speed) apart while the declared
+    # rate stays sfreq; a marker stamped with its onset sample's own timestamp
+    # must still lock to exactly that sample
+    data, _ = counter_stream(4000)
+    ts = T0 + np.arange(4000) / (SFREQ * speed)
+    win = MarkerLockedWindower(data.shape[0], 200, 20, SFREQ)
+    onsets = [300, 1001, 2500, 3333]
+    for onset in onsets:
+        win.add_marker(ts[onset], f"m{onset}")
+    out = []
+    for a, b in random_chunks(4000, np.random.default_rng(1), max_chunk):
+        out += win.push(data[:, a:b], ts[a:b])
+    assert [w.first_sample for w in out] == [o + 20 for o in onsets]
+    for w in out:
+        assert_exact_slice(w, data, ts, 200)

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy import interpolate, signal
-from training.fixtures import (
+from helpers.datasets import (
     CodeRunner,
     make_eeg_imagenet,
     make_images,
     make_splits,
     truncate,
 )
+from scipy import interpolate, signal
 
 from neuroimagen.stream.config import NormalizationConfig, PreprocessingConfig
 from neuroimagen.stream.montage import montage_ch_names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training.fixtures import CodeRunner, make_fmri, truncate
+from helpers.datasets import CodeRunner, make_fmri, truncate
 
 from neuroimagen.training.data._io import DatasetFileError
 from neuroimagen.training.data.fmri import FMRIDataset

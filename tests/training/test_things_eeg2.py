@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training.fixtures import CodeRunner, make_images, make_things_eeg2, truncate
+from helpers.datasets import CodeRunner, make_images, make_things_eeg2, truncate
 
 from neuroimagen.training.data._io import DatasetFileError
 from neuroimagen.training.data.things_eeg2 import ThingsEEG2Dataset, read_things_eeg2

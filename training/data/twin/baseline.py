@@ -30,7 +30,9 @@ import numpy as np
 
 from neuroimagen.stream.montage import channel_positions
 
-__all__ = ["BIN_SAMPLES", "features", "load_twin_windows", "run_baseline"]
+from ...models.linear_decoder import LinearWindowDecoder, window_features
+
+__all__ = ["BIN_SAMPLES", "features", "fit_decoder", "load_twin_windows", "run_baseline"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,24 +41,11 @@ POSTERIOR_Y_M = -0.03
 
 
 def features(x: np.ndarray, posterior: np.ndarray, bin_samples: int = BIN_SAMPLES) -> np.ndarray:
-    """Baseline features of windows.
+    """Baseline features of windows: :func:`~neuroimagen.training.models.linear_decoder.window_features`.
 
-    Parameters
-    ----------
-    x : ndarray, shape (n_windows, n_channels, n_times), float32
-        Normalised windows.
-    posterior : ndarray of int
-        Channel indices used for the binned time course.
-
-    Returns
-    -------
-    ndarray, shape (n_windows, len(posterior) * n_bins + n_channels), float64
+    One definition serves training here and the live decoder.
     """
-    n_w, n_ch, n_t = x.shape
-    n_bins = n_t // bin_samples
-    binned = x[:, posterior, : n_bins * bin_samples].reshape(n_w, len(posterior), n_bins, bin_samples).mean(-1)
-    logvar = np.log(x.astype(np.float64).var(axis=-1) + 1e-12)
-    return np.concatenate([binned.reshape(n_w, -1).astype(np.float64), logvar], axis=1)
+    return window_features(x, posterior, bin_samples)
 
 
 def load_twin_windows(twin_dir: str | Path, split: str = "all", split_index: int = 0) -> dict:
@@ -102,12 +91,12 @@ def load_twin_windows(twin_dir: str | Path, split: str = "all", split_index: int
     }
 
 
-def _fit_predict(x_tr: np.ndarray, targets_tr: list[np.ndarray], x_te: np.ndarray,
-                 n_out: list[int]) -> list[np.ndarray]:
+def _fit_ridge(x_tr: np.ndarray, targets_tr: list[np.ndarray], n_out: list[int]):
     """One ridge regression on the one-hot codes of every task at once (a ridge classifier per task).
 
     The penalty is chosen per output column by efficient leave-one-out (``RidgeCV``);
     sharing the one decomposition of the features across tasks keeps it to seconds.
+    Returns the fitted ``(scaler, model)``.
     """
     from sklearn.linear_model import RidgeCV
     from sklearn.preprocessing import StandardScaler
@@ -115,9 +104,47 @@ def _fit_predict(x_tr: np.ndarray, targets_tr: list[np.ndarray], x_te: np.ndarra
     scaler = StandardScaler().fit(x_tr)
     y = np.concatenate([np.eye(k)[t] * 2.0 - 1.0 for t, k in zip(targets_tr, n_out, strict=True)], axis=1)
     model = RidgeCV(alphas=np.logspace(0, 5, 11), alpha_per_target=True).fit(scaler.transform(x_tr), y)
+    return scaler, model
+
+
+def _fit_predict(x_tr: np.ndarray, targets_tr: list[np.ndarray], x_te: np.ndarray,
+                 n_out: list[int]) -> list[np.ndarray]:
+    """Fit :func:`_fit_ridge` and predict every task's argmax on ``x_te``."""
+    scaler, model = _fit_ridge(x_tr, targets_tr, n_out)
     scores = model.predict(scaler.transform(x_te))
     edges = np.cumsum([0, *n_out])
     return [scores[:, a:b].argmax(axis=1) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def fit_decoder(twin_dir: str | Path, split: str = "train", split_index: int = 0) -> LinearWindowDecoder:
+    """Fit the baseline on one part of a twin and pack it as a live :class:`LinearWindowDecoder`.
+
+    Parameters
+    ----------
+    twin_dir : path
+        Folder written by ``neuroimagen data make-twin``.
+    split : {"train", "all"}
+        ``train`` keeps the split file's test images unseen (the demo scores on them).
+    """
+    posterior = np.flatnonzero(channel_positions()[:, 1] < POSTERIOR_Y_M)
+    d = load_twin_windows(twin_dir, split, split_index)
+    feats = features(d["x"], posterior)
+    n_cls = int(d["n_classes"])
+    n_out = [n_cls, 2, 4]
+    scaler, model = _fit_ridge(feats, [d["label"], d["hemifield"], d["quadrant"]], n_out)
+    meta = json.loads((Path(twin_dir) / "twin.json").read_text())
+    return LinearWindowDecoder(
+        posterior=posterior,
+        bin_samples=BIN_SAMPLES,
+        n_channels=d["x"].shape[1],
+        n_times=d["x"].shape[2],
+        mean=scaler.mean_,
+        scale=scaler.scale_,
+        weight=np.asarray(model.coef_).T,
+        bias=np.asarray(model.intercept_),
+        tasks={"class": (0, n_cls), "hemifield": (n_cls, n_cls + 2), "quadrant": (n_cls + 2, n_cls + 6)},
+        class_names=list(meta["class_names"]),
+    )
 
 
 def run_baseline(
