@@ -112,6 +112,9 @@ class Recorder:
         self._resolved_config = resolved_config
         self._streams: list[_StreamFiles] = []
         self._stop = threading.Event()
+        # Set by the thread when it ends; see PacedStreamer: an interrupted
+        # Thread.join() must never let stop() close files under a live thread.
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.finalized: dict[str, Path] = {}
@@ -147,9 +150,9 @@ class Recorder:
         """Stop, close the files, finalize (``cfg.finalize_on_stop``); re-raise thread errors."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+            if not self._done.wait(timeout):
                 raise RuntimeError(f"recorder thread did not stop within {timeout} s")
+            self._thread.join(1.0)
         self._close()
         if self._error is not None:
             err, self._error = self._error, None
@@ -162,8 +165,7 @@ class Recorder:
         """Wait for ``duration_s`` to elapse (True) or the timeout (False)."""
         if self._thread is None:
             raise RuntimeError("not started")
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._done.wait(timeout)
 
     @property
     def n_samples(self) -> dict[str, int]:
@@ -237,6 +239,8 @@ class Recorder:
         except BaseException as exc:  # stored, re-raised by stop()
             logger.error("recorder thread failed: %s", exc)
             self._error = exc
+        finally:
+            self._done.set()
 
     def _run(self) -> None:
         t_start = time.monotonic()

@@ -118,6 +118,9 @@ class PacedStreamer:
         Playback speed (1: real time).
     wait_for_consumers_s : float
         Hold the first sample until the outlets have consumers (up to this long).
+    linger_s : float
+        After the last sample of a finite stream, keep the outlets open this long
+        so connected consumers receive the tail before the outlets close.
 
     Notes
     -----
@@ -135,6 +138,7 @@ class PacedStreamer:
         chunk_size: int,
         speed: float = 1.0,
         wait_for_consumers_s: float = 0.0,
+        linger_s: float = 1.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -143,7 +147,12 @@ class PacedStreamer:
         self._sfreq, self._speed = float(sfreq), float(speed)
         self._n_total, self._chunk_size = n_total, int(chunk_size)
         self._wait_consumers_s = float(wait_for_consumers_s)
+        self._linger_s = float(linger_s)
         self._stop = threading.Event()
+        # Set by the thread itself when it ends. Waiting on this rather than on
+        # Thread.join(): on Python 3.11 a KeyboardInterrupt (our SIGTERM handler)
+        # landing inside join() can leave a live thread looking finished.
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._outlet = self._marker_outlet = None
@@ -173,8 +182,7 @@ class PacedStreamer:
         """Wait for the end of the data (True) or the timeout (False); re-raise thread errors."""
         if self._thread is None:
             raise RuntimeError("not started")
-        self._thread.join(timeout)
-        done = not self._thread.is_alive()
+        done = self._done.wait(timeout)
         if done:
             self._join(0)
         elif self._error is not None:
@@ -183,7 +191,7 @@ class PacedStreamer:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and not self._done.is_set()
 
     def __enter__(self) -> PacedStreamer:
         self.start()
@@ -194,9 +202,9 @@ class PacedStreamer:
 
     def _join(self, timeout: float | None) -> None:
         if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+            if not self._done.wait(timeout):
                 raise RuntimeError(f"replay thread did not stop within {timeout} s")
+            self._thread.join(1.0)
         self._outlet = self._marker_outlet = None  # closes the outlets
         self._raise()
 
@@ -209,9 +217,13 @@ class PacedStreamer:
     def _run_safe(self) -> None:
         try:
             self._run()
+            if not self._stop.is_set():  # natural end: let consumers drain the tail
+                self._stop.wait(self._linger_s)
         except BaseException as exc:  # stored, re-raised by stop()/wait()
             logger.error("replay thread failed: %s", exc)
             self._error = exc
+        finally:
+            self._done.set()
 
     def _wait_for_consumers(self) -> None:
         import pylsl
