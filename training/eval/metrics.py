@@ -246,6 +246,17 @@ class ClipImageEncoder(torch.nn.Module):
         return self.model(pixel_values=x).image_embeds
 
 
+def _require_torchmetrics() -> None:
+    """FID and IS use torchmetrics, which a plain install does not include: say how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchmetrics") is None:
+        raise ImportError(
+            "FID/IS need the 'torchmetrics' package: pip install 'neuroimagen[train]' "
+            "(or pip install torchmetrics)"
+        )
+
+
 def load_clip_image_encoder(path: str | Path) -> ClipImageEncoder:
     """Load a CLIP vision model (with projection) from a local folder.
 
@@ -311,6 +322,7 @@ def load_inception_v3(weights: str | Path, feature: str = "2048") -> torch.nn.Mo
     FileNotFoundError
         the weights file is missing.
     """
+    _require_torchmetrics()
     from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
     if not _TORCH_FIDELITY_AVAILABLE:
@@ -376,6 +388,7 @@ def frechet_distance(
     float
         FID (>= 0; ~0 for identical sets).
     """
+    _require_torchmetrics()
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if real.shape[0] < 2 or fake.shape[0] < 2:
@@ -418,6 +431,7 @@ def inception_score(
         IS mean and std; 1.0 when every image gets the same class distribution,
         up to ``n_classes`` for confident, evenly spread classes.
     """
+    _require_torchmetrics()
     from torchmetrics.image.inception import InceptionScore
 
     feature = _feature_module(feature_extractor, inception_weights, "logits_unbiased")
