@@ -25,7 +25,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -265,7 +265,66 @@ def _processing_flags(cfg: InletConfig) -> int:
 # --------------------------------------------------------------------------- EEG inlet
 
 
-class EEGInlet:
+class _PullThread:
+    """Lifecycle shared by the inlets: one pulling thread; its error is stored and re-raised.
+
+    Subclasses set ``_inlet`` (a ``pylsl.StreamInlet``) before calling
+    :meth:`_start_thread`, and implement ``_pull_loop`` (runs until ``_stop`` is set).
+    """
+
+    _kind = "inlet"
+
+    def _init_thread(self) -> None:
+        self._inlet: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def _start_thread(self, name: str) -> None:
+        self._stop.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._pull_loop()
+        except BaseException as exc:  # stored, re-raised from stop()
+            logger.error("%s thread failed: %s", self._kind, exc)
+            self._error = exc
+
+    def _pull_loop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the thread, close the stream, re-raise any error from the thread."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(STOP_JOIN_TIMEOUT_S)
+            if thread.is_alive():  # cannot happen with timeout=0 pulls; say so if it does
+                logger.error("%s thread did not stop within %.1f s", self._kind, STOP_JOIN_TIMEOUT_S)
+        if self._inlet is not None:
+            self._inlet.close_stream()
+            self._inlet = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def check(self) -> None:
+        """Raise the thread's error now, if it failed (the thread has ended)."""
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EEGInlet(_PullThread):
     """Acquire a numeric LSL stream on a thread into a :class:`RingBuffer`.
 
     Parameters
@@ -315,10 +374,7 @@ class EEGInlet:
         self.n_nonmonotonic = 0
         self.n_counter_errors = 0
         self.gaps: list[Gap] = []
-        self._inlet: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
+        self._init_thread()
         self._last_ts: float | None = None
         self._last_counter: float | None = None
         self._last_finite: np.ndarray | None = None
@@ -395,41 +451,11 @@ class EEGInlet:
             raise
         logger.info("inlet opened: %s", self.meta.describe())
         # 4. start the acquisition thread
-        self._stop.clear()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name=f"EEGInlet[{self.meta.name}]", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread, close the stream, re-raise any error from the thread."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(STOP_JOIN_TIMEOUT_S)
-            if thread.is_alive():  # cannot happen with timeout=0 pulls; say so if it does
-                logger.error("acquisition thread did not stop within %.1f s", STOP_JOIN_TIMEOUT_S)
-        if self._inlet is not None:
-            self._inlet.close_stream()
-            self._inlet = None
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def check(self) -> None:
-        """Raise the acquisition thread's error now, if it failed (the thread has ended)."""
-        if self._error is not None:
-            raise self._error
+        self._start_thread(f"EEGInlet[{self.meta.name}]")
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self) -> EEGInlet:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ queries
 
@@ -469,32 +495,28 @@ class EEGInlet:
 
     # ------------------------------------------------------------------ acquisition thread
 
-    def _run(self) -> None:
+    def _pull_loop(self) -> None:
         import pylsl
 
-        try:
-            inlet = self._inlet
-            buf = self._pull_buf
-            wait = self.cfg.poll_interval_s
-            while not self._stop.is_set():
-                try:
-                    data, ts = inlet.pull_chunk(
-                        timeout=0.0, max_samples=PULL_MAX_SAMPLES, dest_obj=buf, as_numpy=True
-                    )
-                except pylsl.util.LostError as exc:
-                    meta = self.meta
-                    raise ConnectionError(
-                        f"LSL stream {meta.name!r} (source_id {meta.source_id!r}) was lost and "
-                        "recover is off (or the stream has no source_id)"
-                    ) from exc
-                n = len(ts)
-                if n:
-                    self._ingest(data, ts, pylsl.local_clock())
-                if n < PULL_MAX_SAMPLES:  # drained: sleep; a full pull means more is waiting
-                    self._stop.wait(wait)
-        except BaseException as exc:  # stored, re-raised from stop()
-            logger.error("acquisition thread failed: %s", exc)
-            self._error = exc
+        inlet = self._inlet
+        buf = self._pull_buf
+        wait = self.cfg.poll_interval_s
+        while not self._stop.is_set():
+            try:
+                data, ts = inlet.pull_chunk(
+                    timeout=0.0, max_samples=PULL_MAX_SAMPLES, dest_obj=buf, as_numpy=True
+                )
+            except pylsl.util.LostError as exc:
+                meta = self.meta
+                raise ConnectionError(
+                    f"LSL stream {meta.name!r} (source_id {meta.source_id!r}) was lost and "
+                    "recover is off (or the stream has no source_id)"
+                ) from exc
+            n = len(ts)
+            if n:
+                self._ingest(data, ts, pylsl.local_clock())
+            if n < PULL_MAX_SAMPLES:  # drained: sleep; a full pull means more is waiting
+                self._stop.wait(wait)
 
     def _ingest(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
         """Check one pulled chunk (n, n_channels), fix what policy allows, write it."""
@@ -585,7 +607,7 @@ class EEGInlet:
 # --------------------------------------------------------------------------- markers
 
 
-class MarkerInlet:
+class MarkerInlet(_PullThread):
     """Acquire a string marker stream on a thread.
 
     Parameters
@@ -623,10 +645,9 @@ class MarkerInlet:
         self._markers: collections.deque[tuple[float, str]] = collections.deque()
         self._max = int(max_markers)
         self._lock = threading.Lock()
-        self._inlet: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
+        self._init_thread()
+
+    _kind = "marker inlet"
 
     def start(self) -> None:
         import pylsl
@@ -648,32 +669,7 @@ class MarkerInlet:
             inlet.close_stream()
             raise
         self._inlet = inlet
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"MarkerInlet[{self.name}]", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(STOP_JOIN_TIMEOUT_S)
-        if self._inlet is not None:
-            self._inlet.close_stream()
-            self._inlet = None
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def __enter__(self) -> MarkerInlet:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._start_thread(f"MarkerInlet[{self.name}]")
 
     def pop_markers(self) -> list[tuple[float, str]]:
         """Markers received since the last call, oldest first: ``(timestamp, payload)``."""
@@ -682,26 +678,22 @@ class MarkerInlet:
             self._markers.clear()
         return out
 
-    def _run(self) -> None:
+    def _pull_loop(self) -> None:
         import pylsl
 
-        try:
-            while not self._stop.is_set():
-                try:
-                    samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
-                except pylsl.util.LostError as exc:
-                    raise ConnectionError(f"marker stream {self.name!r} was lost and recover is off") from exc
-                if ts:
-                    with self._lock:
-                        for sample, t in zip(samples, ts, strict=True):
-                            self._markers.append((float(t), str(sample[0])))
-                        self.n_received += len(ts)
-                        while len(self._markers) > self._max:
-                            self._markers.popleft()
-                            self.n_dropped += 1
-                else:
-                    self._stop.wait(self.cfg.poll_interval_s)
-        except BaseException as exc:
-            logger.error("marker thread failed: %s", exc)
-            self._error = exc
+        while not self._stop.is_set():
+            try:
+                samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
+            except pylsl.util.LostError as exc:
+                raise ConnectionError(f"marker stream {self.name!r} was lost and recover is off") from exc
+            if ts:
+                with self._lock:
+                    for sample, t in zip(samples, ts, strict=True):
+                        self._markers.append((float(t), str(sample[0])))
+                    self.n_received += len(ts)
+                    while len(self._markers) > self._max:
+                        self._markers.popleft()
+                        self.n_dropped += 1
+            else:
+                self._stop.wait(self.cfg.poll_interval_s)
 
