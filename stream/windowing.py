@@ -306,6 +306,17 @@ class MarkerLockedWindower:
         self._buf = _SampleBuffer(self.n_channels, self._n_history + max(4096, self.n_times))
         self.reset()
 
+    def _onset_tolerance(self, ts: np.ndarray) -> float:
+        """Half the *observed* sample spacing, in seconds.
+
+        A replay faster than real time stamps samples closer than 1/sfreq, and a
+        marker stamped with a sample's own timestamp must lock to that sample,
+        not its neighbour.
+        """
+        n_recent = min(len(ts), 65)
+        spacing = float(np.median(np.diff(ts[len(ts) - n_recent :]))) if n_recent >= 2 else 0.0
+        return 0.5 * (spacing if spacing > 0 else 1.0 / self.sfreq)
+
     def reset(self) -> None:
         """Forget samples, pending markers and counters."""
         self._buf.reset()
@@ -382,12 +393,7 @@ class MarkerLockedWindower:
 
         # 1. resolve onsets of markers whose onset sample has arrived
         ts = buf.ts[: buf.n]
-        # Half the *observed* sample spacing: a replay faster than real time
-        # stamps samples closer than 1/sfreq, and a marker stamped with a
-        # sample's own timestamp must lock to that sample, not its neighbour.
-        n_recent = min(buf.n, 65)
-        spacing = float(np.median(np.diff(ts[buf.n - n_recent :]))) if n_recent >= 2 else 0.0
-        tol = 0.5 * (spacing if spacing > 0 else 1.0 / self.sfreq)
+        tol = self._onset_tolerance(ts) if any(mk.onset is None for mk in self._pending) else 0.0
         ready: list[tuple[int, int, _Marker]] = []
         still: list[_Marker] = []
         ts_last = float(ts[-1])
