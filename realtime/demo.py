@@ -11,8 +11,8 @@ What runs (all real components, no downloads):
 3. a :class:`~neuroimagen.training.models.linear_decoder.LinearWindowDecoder`
    (fitted on the twin's train split) predicts class, hemifield and quadrant.
 
-Windows whose image the decoder never saw (the split's test images) are scored
-separately: that figure is the honest one. End-to-end latency is the time the
+Windows whose image the decoder was not fitted on (the split's val and test
+images) are scored separately: that figure is the honest one. End-to-end latency is the time the
 prediction is ready minus the LSL timestamp of the window's last sample.
 """
 
@@ -94,7 +94,6 @@ def run_demo(
     decoder: LinearWindowDecoder,
     stream_cfg: StreamConfig,
     duration_s: float,
-    heldout_images: set[str],
     on_update: Callable[[DemoStats], None] | None = None,
     speed: float = 1.0,
 ) -> DemoStats:
@@ -109,8 +108,6 @@ def run_demo(
         Base stream config (inlet/contract settings); preprocessing and windowing
         come from the twin's metadata so they match its training data exactly.
     duration_s : float
-    heldout_images : set of str
-        Image stems the decoder was not fitted on.
     on_update : callable | None
         Called with the running :class:`DemoStats` after each decoded window,
         and about every 0.5 s, in the caller's thread.
@@ -136,6 +133,7 @@ def run_demo(
     recording = read_recording(root / meta["files"]["recordings"][0])
     stimuli = json.loads((root / meta["files"]["stimuli"]).read_text())
     stats = DemoStats(n_classes=len(decoder.class_names))
+    fitted = set(decoder.fitted_images)  # every other image is held out
     class_task = decoder.tasks["class"]
     n_top = min(3, class_task[1] - class_task[0])
 
@@ -159,7 +157,8 @@ def run_demo(
                     hemi_pred = int(scores["hemifield"][0].argmax())
                     stats.n_windows += 1
                     stats.latencies_ms.append(latency_ms)
-                    if image in heldout_images:
+                    heldout = image not in fitted
+                    if heldout:
                         stats.n_heldout += 1
                         stats.n_class_correct_heldout += int(top[0] == label)
                         stats.n_class_top3_heldout += int(label in top)
@@ -171,7 +170,7 @@ def run_demo(
                         "image": image,
                         "true": decoder.class_names[label] if 0 <= label < len(decoder.class_names) else "?",
                         "top": [decoder.class_names[i] for i in top],
-                        "heldout": image in heldout_images,
+                        "heldout": heldout,
                         "latency_ms": latency_ms,
                     }
                     if on_update is not None:

@@ -39,6 +39,9 @@ def test_decoder_equals_the_sklearn_reference_and_round_trips(twin_dir, tmp_path
     path = dec.save(tmp_path / "dec.safetensors")
     back = LinearWindowDecoder.load(path)
     assert back.class_names == dec.class_names and back.tasks == dec.tasks
+    # it records exactly the images it was fitted on; the test images are not among them
+    assert back.fitted_images == sorted(set(train["image"]))
+    assert not set(back.fitted_images) & set(test["image"])
     for task, s in back.scores(test["x"]).items():
         np.testing.assert_array_equal(s, got[task])
     # held-out images: well above chance on this twin (10 classes)

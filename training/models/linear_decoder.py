@@ -63,6 +63,7 @@ class LinearWindowDecoder:
     weight : ndarray, shape (n_features, n_outputs); bias : (n_outputs,)
     tasks : dict task -> (start, stop) column slice of the outputs
     class_names : list of str, names of the ``class`` task's outputs
+    fitted_images : list of str, the image ids it was fitted on (any other image is unseen)
     """
 
     posterior: np.ndarray
@@ -75,6 +76,7 @@ class LinearWindowDecoder:
     bias: np.ndarray
     tasks: dict[str, tuple[int, int]]
     class_names: list[str] = field(default_factory=list)
+    fitted_images: list[str] = field(default_factory=list)
 
     def scores(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         """Scores per task for windows (n, n_channels, n_times) or one window (n_channels, n_times)."""
@@ -104,6 +106,7 @@ class LinearWindowDecoder:
             "n_times": str(self.n_times),
             "tasks": json.dumps(self.tasks),
             "class_names": json.dumps(self.class_names),
+            "fitted_images": json.dumps(self.fitted_images),
         }
         tensors = {
             "posterior": np.asarray(self.posterior, dtype=np.int64),
@@ -138,4 +141,5 @@ class LinearWindowDecoder:
             bias=t["bias"],
             tasks={k: tuple(v) for k, v in json.loads(meta["tasks"]).items()},
             class_names=json.loads(meta["class_names"]),
+            fitted_images=json.loads(meta["fitted_images"]),
         )

@@ -144,6 +144,7 @@ def fit_decoder(twin_dir: str | Path, split: str = "train", split_index: int = 0
         bias=np.asarray(model.intercept_),
         tasks={"class": (0, n_cls), "hemifield": (n_cls, n_cls + 2), "quadrant": (n_cls + 2, n_cls + 6)},
         class_names=list(meta["class_names"]),
+        fitted_images=sorted(set(d["image"])),
     )
 
 
