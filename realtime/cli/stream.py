@@ -132,7 +132,7 @@ def finalize(out_dir: Path, formats: tuple[str, ...], cfg_data: dict) -> None:
 
     cfg = section(StreamConfig, cfg_data, "stream").record
     try:
-        written = finalize_dir(out_dir, formats=formats or cfg.formats)
+        written = finalize_dir(out_dir, formats=formats or cfg.formats, gap_threshold_s=cfg.gap_threshold_s)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     for label, path in written.items():
