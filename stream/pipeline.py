@@ -467,6 +467,8 @@ class WindowPipeline(Worker):
             "n_gap_samples": inlet.n_gap_samples,
             "gap_seconds": inlet.gap_seconds,
             "n_markers": 0 if self.marker_inlet is None else self.marker_inlet.n_received,
+            "n_markers_dropped": getattr(self.windower, "n_dropped", 0),
+            "n_markers_pending": getattr(self.windower, "n_pending", 0),
             # the last sample pulled off the network -> the window ready (this process's cost)
             "window_ready_ms_p50": pct(ready, 50),
             "window_ready_ms_p99": pct(ready, 99),
