@@ -12,8 +12,9 @@ What runs (all real components, no downloads):
    (fitted on the twin's train split) predicts class, hemifield and quadrant.
 
 Windows whose image the decoder was not fitted on (the split's val and test
-images) are scored separately: that figure is the honest one. End-to-end latency is the time the
-prediction is ready minus the LSL timestamp of the window's last sample.
+images) are scored separately: that figure is the honest one. The end-to-end
+latency, ``timestamp_to_prediction``, is the time the prediction is ready minus
+the LSL timestamp of the window's last sample.
 """
 
 from __future__ import annotations
@@ -50,11 +51,20 @@ class DemoStats:
     last: dict[str, Any] = field(default_factory=dict)
     n_classes: int = 0
     pipeline: dict[str, Any] = field(default_factory=dict)
+    interrupted: str | None = None
 
     def summary(self) -> dict[str, Any]:
+        """The figures as a JSON-ready dict (what ``neuroimagen demo --json`` writes).
+
+        ``timestamp_to_prediction_ms_*``: from a window's last sample's LSL
+        timestamp to its prediction (end to end). ``window_ready_ms_*``: from
+        that sample being pulled off the network to the window being ready
+        (the stream layer's own cost; the pipeline's figure).
+        """
         lat = np.asarray(self.latencies_ms)
         h = max(self.n_heldout, 1)
         seen = self.n_windows - self.n_heldout
+        p = self.pipeline
         return {
             "n_windows": self.n_windows,
             "n_heldout_windows": self.n_heldout,
@@ -63,10 +73,17 @@ class DemoStats:
             "hemifield_heldout": self.n_hemifield_correct_heldout / h if self.n_heldout else None,
             "class_top1_seen": self.n_class_correct_seen / seen if seen else None,
             "chance_class_top1": 1.0 / self.n_classes if self.n_classes else None,
-            "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
-            "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
-            "n_dropped_windows": self.pipeline.get("n_dropped_windows"),
-            "n_lost_samples": self.pipeline.get("n_lost_samples"),
+            "timestamp_to_prediction_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
+            "timestamp_to_prediction_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+            "window_ready_ms_p50": p.get("window_ready_ms_p50"),
+            "window_ready_ms_p99": p.get("window_ready_ms_p99"),
+            # every marker received should give a window: these say where one did not
+            "n_markers_received": p.get("n_markers"),
+            "n_markers_dropped": p.get("n_markers_dropped"),
+            "n_markers_pending": p.get("n_markers_pending"),
+            "n_lost_samples": p.get("n_lost_samples"),
+            "n_gap_samples": p.get("n_gap_samples"),
+            "interrupted": self.interrupted,
         }
 
 
@@ -96,6 +113,7 @@ def run_demo(
     duration_s: float,
     on_update: Callable[[DemoStats], None] | None = None,
     speed: float = 1.0,
+    stats: DemoStats | None = None,
 ) -> DemoStats:
     """Replay the twin's first session over LSL and decode it live for ``duration_s`` seconds.
 
@@ -113,12 +131,15 @@ def run_demo(
         and about every 0.5 s, in the caller's thread.
     speed : float
         Replay speed (1.0 = real time).
+    stats : DemoStats | None
+        Filled in place (None: a new one). Pass one to keep the figures when
+        the run is interrupted (``KeyboardInterrupt`` propagates after the
+        player and pipeline stopped; ``stats.pipeline`` is current).
 
     Notes
     -----
     Runs in the calling thread; the player and the inlet have their own threads.
     """
-    import pylsl
 
     from neuroimagen.stream.pipeline import WindowPipeline
     from neuroimagen.stream.readers import read_recording
@@ -132,7 +153,8 @@ def run_demo(
     norm = NormStats.from_dict(meta["norm_stats"])
     recording = read_recording(root / meta["files"]["recordings"][0])
     stimuli = json.loads((root / meta["files"]["stimuli"]).read_text())
-    stats = DemoStats(n_classes=len(decoder.class_names))
+    stats = stats if stats is not None else DemoStats()
+    stats.n_classes = len(decoder.class_names)
     fitted = set(decoder.fitted_images)  # every other image is held out
     class_task = decoder.tasks["class"]
     n_top = min(3, class_task[1] - class_task[0])
@@ -142,47 +164,57 @@ def run_demo(
     player.start()
     try:
         with WindowPipeline(cfg, norm_stats=norm) as pipe:
-            t_end = time.monotonic() + duration_s
-            next_tick = 0.0
-            while time.monotonic() < t_end:
-                windows = pipe.poll()
-                for w in windows:
-                    # 3. decode; score against the marker's ground truth
-                    scores = decoder.scores(w.data)
-                    cls = scores["class"][0]
-                    latency_ms = (pylsl.local_clock() - w.timestamp) * 1e3
-                    top = np.argsort(cls)[::-1][:n_top]
-                    label = int(w.meta.get("label", -1))
-                    image = str(w.meta.get("image", ""))
-                    hemi_pred = int(scores["hemifield"][0].argmax())
-                    stats.n_windows += 1
-                    stats.latencies_ms.append(latency_ms)
-                    heldout = image not in fitted
-                    if heldout:
-                        stats.n_heldout += 1
-                        stats.n_class_correct_heldout += int(top[0] == label)
-                        stats.n_class_top3_heldout += int(label in top)
-                        hemi_true = int(stimuli[image]["hemifield"])
-                        stats.n_hemifield_correct_heldout += int(hemi_pred == hemi_true)
-                    else:
-                        stats.n_class_correct_seen += int(top[0] == label)
-                    stats.last = {
-                        "image": image,
-                        "true": decoder.class_names[label] if 0 <= label < len(decoder.class_names) else "?",
-                        "top": [decoder.class_names[i] for i in top],
-                        "heldout": heldout,
-                        "latency_ms": latency_ms,
-                    }
-                    if on_update is not None:
-                        on_update(stats)
-                now = time.monotonic()
-                if on_update is not None and now >= next_tick:
-                    stats.pipeline = pipe.stats
-                    on_update(stats)
-                    next_tick = now + 0.5
-                if not windows:
-                    time.sleep(0.002)  # nothing new: yield the core to the acquisition threads
-            stats.pipeline = pipe.stats
+            try:
+                _decode_live(pipe, decoder, stats, stimuli, fitted, n_top, duration_s, on_update)
+            finally:  # also on Ctrl-C: the figures so far stay current
+                stats.pipeline = pipe.stats
     finally:
         player.stop()
     return stats
+
+
+def _decode_live(pipe: Any, decoder: LinearWindowDecoder, stats: DemoStats, stimuli: dict,
+                 fitted: set, n_top: int, duration_s: float,
+                 on_update: Callable[[DemoStats], None] | None) -> None:
+    import pylsl
+
+    t_end = time.monotonic() + duration_s
+    next_tick = 0.0
+    while time.monotonic() < t_end:
+        windows = pipe.poll()
+        for w in windows:
+            # 3. decode; score against the marker's ground truth
+            scores = decoder.scores(w.data)
+            cls = scores["class"][0]
+            latency_ms = (pylsl.local_clock() - w.timestamp) * 1e3
+            top = np.argsort(cls)[::-1][:n_top]
+            label = int(w.meta.get("label", -1))
+            image = str(w.meta.get("image", ""))
+            hemi_pred = int(scores["hemifield"][0].argmax())
+            stats.n_windows += 1
+            stats.latencies_ms.append(latency_ms)
+            heldout = image not in fitted
+            if heldout:
+                stats.n_heldout += 1
+                stats.n_class_correct_heldout += int(top[0] == label)
+                stats.n_class_top3_heldout += int(label in top)
+                hemi_true = int(stimuli[image]["hemifield"])
+                stats.n_hemifield_correct_heldout += int(hemi_pred == hemi_true)
+            else:
+                stats.n_class_correct_seen += int(top[0] == label)
+            stats.last = {
+                "image": image,
+                "true": decoder.class_names[label] if 0 <= label < len(decoder.class_names) else "?",
+                "top": [decoder.class_names[i] for i in top],
+                "heldout": heldout,
+                "timestamp_to_prediction_ms": latency_ms,
+            }
+            if on_update is not None:
+                on_update(stats)
+        now = time.monotonic()
+        if on_update is not None and now >= next_tick:
+            stats.pipeline = pipe.stats
+            on_update(stats)
+            next_tick = now + 0.5
+        if not windows:
+            time.sleep(0.002)  # nothing new: yield the core to the acquisition threads

@@ -17,6 +17,17 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def required_version(dist: str) -> str | None:
+    """The version specifier neuroimagen declares for ``dist`` (e.g. ``>=1.18.5``), from its metadata."""
+    import re
+
+    for req in importlib.metadata.requires("neuroimagen") or []:
+        m = re.match(rf"^{re.escape(dist)}\s*([<>=!~][^;]*)", req.strip(), flags=re.IGNORECASE)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
 def collect() -> dict[str, str]:
     """Versions and devices, as ``{label: value}``; missing packages read 'not installed'.
 
@@ -60,7 +71,8 @@ def collect() -> dict[str, str]:
     try:
         import pylsl
 
-        info["pylsl"] = _version("pylsl") or "unknown"
+        need = required_version("pylsl")
+        info["pylsl"] = f"{_version('pylsl') or 'unknown'} (neuroimagen needs {need or 'any'})"
         info["liblsl"] = f"{pylsl.library_version()} ({pylsl.library_info()})"
     except (ImportError, RuntimeError) as exc:
         info["liblsl"] = f"unavailable: {exc}"

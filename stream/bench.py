@@ -10,9 +10,18 @@ Two phases, one run, one report:
    the pipeline has consumed every sample, and data seconds / CPU seconds this
    process spent (what one core sustains). The counter channel proves no
    sample was lost.
-2. **Latency.** The same chain on a real-time (1x) outlet: for every window,
-   the time from its last sample being pulled off the network to the window
-   being ready (after the per-window stage).
+2. **Latency.** The same chain on a real-time (1x) outlet. Two figures per
+   window, named for what they measure:
+
+   - ``window_ready_ms``: from its last sample being pulled off the network to
+     the window being ready (after the per-window stage): the stream layer's
+     own cost, the figure with the 2 ms goal;
+   - ``timestamp_to_ready_ms``: from its last sample's LSL timestamp to the
+     window being ready: adds the outlet's chunking and the network.
+
+The report also says how the chain ran (acquisition thread or caller's
+thread), the machine's load average and CPU count, so that a run on a busy
+machine is recognisable as such.
 """
 
 from __future__ import annotations
@@ -32,8 +41,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GOALS", "run_stream_bench"]
 
-#: the issue's goals: >= 20x real time on one core with no loss; p99 latency <= 2 ms
-GOALS = {"capacity_x_realtime": 20.0, "latency_ms_p99": 2.0}
+#: the issue's goals: >= 20x real time on one core with no loss; window-ready p99 <= 2 ms
+GOALS = {"capacity_x_realtime": 20.0, "window_ready_ms_p99": 2.0}
 
 
 def _outlet_main(name: str, source_id: str, n_samples: int, sfreq: float, speed: float,
@@ -102,13 +111,13 @@ def _pipeline_cfg(cfg: StreamConfig, name: str, n_samples: int, sfreq: float) ->
 
 
 def _run_phase(cfg: StreamConfig, n_samples: int, sfreq: float, speed: float,
-               chunk_size: int, timeout_s: float) -> dict[str, Any]:
+               chunk_size: int, timeout_s: float, acquisition: str = "thread") -> dict[str, Any]:
     from .pipeline import WindowPipeline
 
     name, proc, child_stats = _start_outlet(n_samples, sfreq, speed, chunk_size)
     try:
         pcfg = _pipeline_cfg(cfg, name, n_samples, sfreq)
-        pipe = WindowPipeline(pcfg, run_worker=True)
+        pipe = WindowPipeline(pcfg, run_worker=True, acquisition=acquisition)
         with pipe:
             buffer = pipe.inlet.buffer
             # 1. run until every sample went through and every window is out
@@ -143,12 +152,30 @@ def _run_phase(cfg: StreamConfig, n_samples: int, sfreq: float, speed: float,
             "cpu_s": cpu,
             "arrival_span_s": float(arrival[-1] - arrival[0]) if arrival.size else float("nan"),
             "outlet_push_wall_s": float(child_stats.get("push_wall_s", float("nan"))),
-            "latencies_ms": (pipe.latencies_s() * 1e3).tolist(),
+            "window_ready_ms": (pipe.latencies_s() * 1e3).tolist(),
+            "timestamp_to_ready_ms": (pipe.timestamp_to_ready_s() * 1e3).tolist(),
         }
     finally:
         if proc.is_alive():
             proc.terminate()
             proc.join(5.0)
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu_count": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load]}
+
+
+def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    nan = float("nan")
+    return {
+        f"{prefix}_p50": float(np.percentile(a, 50)) if a.size else nan,
+        f"{prefix}_p99": float(np.percentile(a, 99)) if a.size else nan,
+        f"{prefix}_max": float(a.max()) if a.size else nan,
+    }
 
 
 def run_stream_bench(
@@ -158,6 +185,8 @@ def run_stream_bench(
     speed: float = 0.0,
     sfreq: float = 1000.0,
     chunk_size: int = 32,
+    acquisition: str = "thread",
+    out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure ingest capacity (x real time) and window latency of the live chain.
 
@@ -176,58 +205,66 @@ def run_stream_bench(
     sfreq : float
     chunk_size : int
         Samples per pushed chunk.
+    acquisition : {"thread", "caller"}
+        ``thread``: the inlet's acquisition thread feeds the pipeline's worker;
+        ``caller``: the worker pulls and processes in one thread.
+    out : dict | None
+        Filled as the phases finish (what an interrupted run keeps); also returned.
 
     Returns
     -------
     dict
-        ``capacity``: x real time by wall clock and by this process's CPU
-        time, lost samples; ``latency``: p50/p99/max in ms; ``goals`` and
-        ``ratios`` (measured / goal, >= 1 meets the goal for capacity,
-        goal / measured for latency).
+        ``machine`` (CPU count, load average at the start), ``capacity``: x
+        real time by wall clock and by this process's CPU time, lost samples;
+        ``latency``: ``window_ready_ms_p50/p99/max`` and
+        ``timestamp_to_ready_ms_p50/p99/max``; ``goals`` and ``ratios``
+        (measured / goal, >= 1 meets the goal for capacity, goal / measured for
+        latency).
     """
     cfg = cfg or StreamConfig()
+    result = out if out is not None else {}
+    result.update({"n_channels": 128, "sfreq": sfreq, "chunk_size": chunk_size, "acquisition": acquisition,
+                   "machine": _machine(), "goals": dict(GOALS)})
     n_cap = int(round(duration_s * sfreq))
     # 1. capacity
     logger.info("capacity phase: %d samples x 129 ch at %s", n_cap, f"{speed:g}x" if speed else "max speed")
-    cap = _run_phase(cfg, n_cap, sfreq, speed, chunk_size, timeout_s=duration_s * 2 + 60)
+    cap = _run_phase(cfg, n_cap, sfreq, speed, chunk_size, timeout_s=duration_s * 2 + 60,
+                     acquisition=acquisition)
     data_s = n_cap / sfreq
     cap_wall = data_s / cap["wall_s"] if cap["wall_s"] > 0 else float("inf")
     cap_cpu = data_s / cap["cpu_s"] if cap["cpu_s"] > 0 else float("inf")
+    cap.pop("window_ready_ms")
+    cap.pop("timestamp_to_ready_ms")
+    result["capacity"] = {
+        **cap,
+        "x_realtime_wall": cap_wall,
+        "x_realtime_one_core_cpu": cap_cpu,
+        "outlet_x_realtime": data_s / cap["outlet_push_wall_s"] if cap["outlet_push_wall_s"] > 0 else None,
+    }
+    capacity = min(cap_wall, cap_cpu)
+    result["ratios"] = {"capacity_vs_goal": capacity / GOALS["capacity_x_realtime"]}
     # 2. latency at real time
     n_lat = int(round(latency_duration_s * sfreq))
     logger.info("latency phase: %.1f s at 1x", latency_duration_s)
-    lat = _run_phase(cfg, n_lat, sfreq, 1.0, chunk_size, timeout_s=latency_duration_s * 2 + 60)
-    lat_ms = np.asarray(lat.pop("latencies_ms"))
-    cap.pop("latencies_ms")
-    p50 = float(np.percentile(lat_ms, 50)) if lat_ms.size else float("nan")
-    p99 = float(np.percentile(lat_ms, 99)) if lat_ms.size else float("nan")
-    result = {
-        "n_channels": 128,
-        "sfreq": sfreq,
-        "capacity": {
-            **cap,
-            "x_realtime_wall": cap_wall,
-            "x_realtime_one_core_cpu": cap_cpu,
-            "outlet_x_realtime": data_s / cap["outlet_push_wall_s"] if cap["outlet_push_wall_s"] > 0 else None,
-        },
-        "latency": {
-            **lat,
-            "n_windows_measured": int(lat_ms.size),
-            "latency_ms_p50": p50,
-            "latency_ms_p99": p99,
-            "latency_ms_max": float(lat_ms.max()) if lat_ms.size else float("nan"),
-        },
-        "goals": dict(GOALS),
+    lat = _run_phase(cfg, n_lat, sfreq, 1.0, chunk_size, timeout_s=latency_duration_s * 2 + 60,
+                     acquisition=acquisition)
+    ready = lat.pop("window_ready_ms")
+    e2e = lat.pop("timestamp_to_ready_ms")
+    result["latency"] = {
+        **lat,
+        "n_windows_measured": len(ready),
+        **_percentiles(ready, "window_ready_ms"),
+        **_percentiles(e2e, "timestamp_to_ready_ms"),
     }
-    capacity = min(cap_wall, cap_cpu)
-    result["ratios"] = {
-        "capacity_vs_goal": capacity / GOALS["capacity_x_realtime"],
-        "latency_p99_goal_vs_measured": GOALS["latency_ms_p99"] / p99 if p99 > 0 else float("inf"),
-    }
+    p99 = result["latency"]["window_ready_ms_p99"]
+    result["ratios"]["window_ready_p99_goal_vs_measured"] = (
+        GOALS["window_ready_ms_p99"] / p99 if p99 > 0 else float("inf")
+    )
+    result["machine_after"] = _machine()
     result["meets_goals"] = bool(
         capacity >= GOALS["capacity_x_realtime"]
         and cap["n_lost_samples"] == 0
         and cap["counter_exact"]
-        and p99 <= GOALS["latency_ms_p99"]
+        and p99 <= GOALS["window_ready_ms_p99"]
     )
     return result

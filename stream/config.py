@@ -264,6 +264,11 @@ class InletConfig(FrozenConfig):
     counter_channel: int | None = Field(
         None, ge=0, description="channel carrying a sample counter (exact gap detection), or None"
     )
+    reresolve_after_s: float | None = Field(
+        1.0, gt=0,
+        description="no data for this long: look for the stream restarted under its name and type "
+        "(a new source_id) and reconnect; None: only liblsl's recover (same source_id)",
+    )
 
 
 class ContractConfig(FrozenConfig):
@@ -363,6 +368,14 @@ class RecordConfig(FrozenConfig):
     poll_interval_s: float = Field(0.005, gt=0, le=0.1)
     resolve_timeout_s: float = Field(5.0, gt=0, description="wait this long for the named streams")
     finalize_on_stop: bool = Field(True, description="write the FIF (and XDF) when stopped cleanly")
+    reresolve_after_s: float | None = Field(
+        1.0, gt=0,
+        description="no data for this long: look for the stream restarted under its name and "
+        "reconnect; None: only liblsl's recover (same source_id)",
+    )
+    gap_threshold_s: float = Field(
+        0.02, gt=0, description="a timestamp step this much beyond 1/sfreq is recorded as a gap"
+    )
 
 
 class StreamConfig(FrozenConfig):

@@ -351,6 +351,7 @@ class ChannelContract:
 
         # 5. the spatial map: a gather, or one (n_out, n_in) matrix when interpolating
         self._index = np.array([p if p is not None else 0 for p in picks], dtype=np.intp)
+        self._gather = np.empty(0, dtype=np.float32)
         self._matrix: np.ndarray | None = None
         if self.interpolated:
             # interpolate among the model's channels (their montage positions), then
@@ -378,7 +379,9 @@ class ChannelContract:
         if self.resampler is not None:
             self.resampler.reset()
 
-    def apply(self, data: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self, data: np.ndarray, timestamps: np.ndarray, *, copy: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Conform one chunk.
 
         Parameters
@@ -386,6 +389,10 @@ class ChannelContract:
         data : ndarray, shape (n_channels_in, n), float32
             In the stream's unit and channel order.
         timestamps : ndarray, shape (n,), float64
+        copy : bool
+            False: without resampling, the returned data is the contract's own
+            work array, valid until the next call (the live pipeline consumes
+            it at once; no allocation per chunk).
 
         Returns
         -------
@@ -403,15 +410,27 @@ class ChannelContract:
                 f"{self.n_channels_in} channels, got shape {data.shape}"
             )
         timestamps = np.asarray(timestamps, dtype=np.float64)
+        n = data.shape[1]
+        # the gather/matrix target is kept across chunks (grown, never shrunk)
+        y = self._target(n)
         if self._matrix is not None:
-            y = self._matrix @ data.astype(np.float32, copy=False)
+            np.matmul(self._matrix, data.astype(np.float32, copy=False), out=y)
         else:
-            y = data[self._index].astype(np.float32, copy=False)
+            if data.dtype == np.float32:
+                np.take(data, self._index, axis=0, out=y)
+            else:  # other stream formats: one conversion, as before
+                np.copyto(y, data[self._index], casting="unsafe")
             if self.scale_to_volts != 1.0:
                 y *= np.float32(self.scale_to_volts)
-        if self.resampler is not None:
+        if self.resampler is not None:  # copies into its own history
             return self.resampler.process(y, timestamps)
-        return y, timestamps.copy()
+        return (y.copy() if copy else y), timestamps.copy()
+
+    def _target(self, n_times: int) -> np.ndarray:
+        size = self.n_channels_out * n_times
+        if self._gather.size < size:
+            self._gather = np.empty(max(size, 2 * self._gather.size), dtype=np.float32)
+        return self._gather[:size].reshape(self.n_channels_out, n_times)
 
     def describe(self) -> str:
         """One line for logs and the GUI."""

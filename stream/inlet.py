@@ -25,12 +25,13 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
 from .config import InletConfig
 from .ringbuffer import RingBuffer
+from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ __all__ = [
     "NonFiniteError",
     "StreamMeta",
     "StreamNotFoundError",
+    "StreamWatch",
     "list_streams",
     "resolve_stream",
     "stream_meta",
@@ -48,8 +50,6 @@ __all__ = [
 
 #: samples pulled per ``pull_chunk`` call at most (the preallocated pull buffer's rows)
 PULL_MAX_SAMPLES = 1024
-#: how long stop() waits for the acquisition thread before giving up on it
-STOP_JOIN_TIMEOUT_S = 5.0
 
 
 class StreamNotFoundError(LookupError):
@@ -75,12 +75,16 @@ class Gap:
         Timestamp (local clock, s) of the first sample after the gap.
     at_index : int
         Ring-buffer sample index of the first sample after the gap.
+    reconnected : bool
+        The outlet restarted with a new source_id and the inlet re-resolved it
+        (``n_samples`` then comes from the timestamps).
     """
 
     n_samples: int
     seconds: float
     at_timestamp: float
     at_index: int = -1
+    reconnected: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,70 +266,84 @@ def _processing_flags(cfg: InletConfig) -> int:
     return flags
 
 
+# --------------------------------------------------------------------------- restarts
+
+
+class StreamWatch:
+    """Notice that a connected stream's outlet is gone and a replacement appeared.
+
+    liblsl's ``recover`` reattaches an inlet by itself when the restarted outlet
+    keeps the same source_id. An outlet restarted with a *new* source_id (a
+    player or app that draws a random one per run) is a different stream to
+    liblsl: the inlet waits forever. This watches the stream's name in the
+    background (``pylsl.ContinuousResolver``, non-blocking to query) and offers
+    a replacement when the connected outlet (by its uid) is no longer visible
+    and another outlet with the same name and type is.
+
+    Parameters
+    ----------
+    meta : StreamMeta
+        The connected stream.
+    uid : str
+        The connected outlet's uid (unique per outlet instance).
+    pinned_source_id : str | None
+        Only accept this source_id (the config named one).
+    forget_after_s : float
+        A vanished outlet leaves the resolver's results after this long.
+    """
+
+    def __init__(self, meta: StreamMeta, uid: str, pinned_source_id: str | None = None,
+                 forget_after_s: float = 1.0) -> None:
+        import pylsl
+
+        self.meta = meta
+        self.uid = uid
+        self.pinned_source_id = pinned_source_id
+        self._resolver = pylsl.ContinuousResolver(
+            pred=f"name={_xpath_literal(meta.name)}", forget_after=forget_after_s
+        )
+        self._refused: set[str] = set()
+
+    def replacement(self) -> Any | None:
+        """A resolve result for the restarted stream, or None (still there, or nothing new)."""
+        infos = self._resolver.results()
+        if any(i.uid() == self.uid for i in infos):
+            return None
+        for info in infos:
+            if info.type().lower() != self.meta.stype.lower():
+                continue
+            if self.pinned_source_id is not None and info.source_id() != self.pinned_source_id:
+                continue
+            if info.source_id() and info.source_id() == self.meta.source_id:
+                continue  # same source_id: liblsl's recover reattaches the inlet itself
+            problem = _incompatible(self.meta, info)
+            if problem:
+                if info.uid() not in self._refused:
+                    self._refused.add(info.uid())
+                    logger.error("stream %r came back as a different stream (%s); not reconnecting",
+                                 self.meta.name, problem)
+                continue
+            return info
+        return None
+
+    def close(self) -> None:
+        self._resolver = None
+
+
+def _incompatible(meta: StreamMeta, info: Any) -> str:
+    fmt = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8", 7: "int64"}
+    got = (info.channel_count(), float(info.nominal_srate()), fmt.get(info.channel_format(), "?"))
+    want = (meta.n_channels, meta.sfreq, meta.channel_format)
+    if got[:2] != want[:2] or (got[2] == "string") != (want[2] == "string"):
+        return f"{got[0]} ch at {got[1]:g} Hz ({got[2]}) instead of {want[0]} ch at {want[1]:g} Hz ({want[2]})"
+    return ""
+
+
 # --------------------------------------------------------------------------- EEG inlet
 
 
-class _PullThread:
-    """Lifecycle shared by the inlets: one pulling thread; its error is stored and re-raised.
-
-    Subclasses set ``_inlet`` (a ``pylsl.StreamInlet``) before calling
-    :meth:`_start_thread`, and implement ``_pull_loop`` (runs until ``_stop`` is set).
-    """
-
-    _kind = "inlet"
-
-    def _init_thread(self) -> None:
-        self._inlet: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-
-    def _start_thread(self, name: str) -> None:
-        self._stop.clear()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._pull_loop()
-        except BaseException as exc:  # stored, re-raised from stop()
-            logger.error("%s thread failed: %s", self._kind, exc)
-            self._error = exc
-
-    def _pull_loop(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Stop the thread, close the stream, re-raise any error from the thread."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(STOP_JOIN_TIMEOUT_S)
-            if thread.is_alive():  # cannot happen with timeout=0 pulls; say so if it does
-                logger.error("%s thread did not stop within %.1f s", self._kind, STOP_JOIN_TIMEOUT_S)
-        if self._inlet is not None:
-            self._inlet.close_stream()
-            self._inlet = None
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def check(self) -> None:
-        """Raise the thread's error now, if it failed (the thread has ended)."""
-        if self._error is not None:
-            raise self._error
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class EEGInlet(_PullThread):
-    """Acquire a numeric LSL stream on a thread into a :class:`RingBuffer`.
+class EEGInlet(Worker):
+    """Acquire a numeric LSL stream on a thread (or the caller's) into a :class:`RingBuffer`.
 
     Parameters
     ----------
@@ -336,9 +354,9 @@ class EEGInlet(_PullThread):
     Attributes
     ----------
     meta : StreamMeta | None
-        Set by :meth:`start` (from the inlet's full info, with ``desc``).
+        Set by :meth:`open` (from the inlet's full info, with ``desc``).
     buffer : RingBuffer | None
-        Set by :meth:`start`: ``bufsize_s * sfreq`` samples of ``n_channels``.
+        Set by :meth:`open`: ``bufsize_s * sfreq`` samples of ``n_channels``.
     n_received : int
         Samples pulled so far.
     n_nonfinite : int
@@ -350,7 +368,11 @@ class EEGInlet(_PullThread):
     n_counter_errors : int
         Samples whose counter went backwards or repeated (counter channel only).
     gaps : list of Gap
-        Discontinuities seen (outlet lost and recovered, dropped samples).
+        Discontinuities seen (outlet lost and recovered or restarted, dropped
+        samples).
+    n_reconnects : int
+        Times the stream was re-resolved after its outlet restarted with a new
+        source_id (see ``InletConfig.reresolve_after_s``).
     n_overflow : int
         Samples overwritten in the ring buffer before a reader took them.
 
@@ -363,52 +385,81 @@ class EEGInlet(_PullThread):
     when nothing came, so :meth:`stop` returns promptly even while liblsl is
     trying to recover a lost outlet. An exception in the thread stops it and is
     re-raised from :meth:`stop` (and :meth:`check`).
+
+    ``start(thread=False)`` connects without a thread (mne-lsl's
+    ``acquisition_delay=None``): the caller pulls with :meth:`acquire`, and is
+    then the buffer's only writer.
+
+    Every :meth:`start` after a :meth:`stop` starts fresh: new buffer (sample
+    index 0), counters, gaps and last timestamp reset.
     """
 
     def __init__(self, cfg: InletConfig) -> None:
+        super().__init__(f"EEGInlet[{cfg.name or cfg.source_id or cfg.stype or 'any'}]")
         self.cfg = cfg
         self.meta: StreamMeta | None = None
         self.buffer: RingBuffer | None = None
+        self._inlet: Any = None
+        self._watch: StreamWatch | None = None
+        self._pull_buf: np.ndarray | None = None
+        self._connected = False
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
         self.n_received = 0
         self.n_nonfinite = 0
         self.n_nonmonotonic = 0
         self.n_counter_errors = 0
+        self.n_reconnects = 0
         self.gaps: list[Gap] = []
-        self._init_thread()
         self._last_ts: float | None = None
         self._last_counter: float | None = None
         self._last_finite: np.ndarray | None = None
-        self._pull_buf: np.ndarray | None = None
         self._last_arrival = 0.0
+        self._last_data = 0.0
+        self._reconnected = False
+        self._next_watch = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> StreamMeta:
         """Resolve the stream and read its full description; no data flows yet.
 
-        Sets :attr:`meta` and :attr:`buffer` so the stages after the inlet can
-        be built before acquisition starts. Called by :meth:`start` if needed.
+        Sets :attr:`meta` and :attr:`buffer` (new, empty) so the stages after
+        the inlet can be built before acquisition starts. Called by
+        :meth:`start` if needed.
 
         Raises
         ------
         StreamNotFoundError
             Listing the streams that were visible.
         """
-        import pylsl
-
         if self._inlet is not None:
             return self.meta
         cfg = self.cfg
         # 1. find the stream and create an inlet with the configured post-processing
         info = resolve_stream(cfg.name, cfg.stype, cfg.source_id, cfg.resolve_timeout_s)
+        inlet, meta = self._make_inlet(info, cfg.resolve_timeout_s)
+        # 2. preallocate everything acquisition writes into; counters start fresh
+        self._reset_counters()
+        self._inlet = inlet
+        self.meta = meta
+        self.thread_name = f"EEGInlet[{meta.name}]"
+        self.buffer = RingBuffer(meta.n_channels, max(1, int(round(cfg.bufsize_s * meta.sfreq))))
+        self._pull_buf = np.zeros((PULL_MAX_SAMPLES, meta.n_channels), dtype=inlet.np_dtype)
+        self._last_finite = np.zeros(meta.n_channels, dtype=np.float32)
+        return meta
+
+    def _make_inlet(self, info: Any, timeout: float) -> tuple[Any, StreamMeta]:
+        import pylsl
+
+        cfg = self.cfg
         inlet = pylsl.StreamInlet(
-            info,
-            max_buflen=cfg.max_buflen_s,
-            recover=cfg.recover,
+            info, max_buflen=cfg.max_buflen_s, recover=cfg.recover,
             processing_flags=_processing_flags(cfg),
         )
         try:
-            meta = stream_meta(inlet.info(cfg.resolve_timeout_s))
+            meta = stream_meta(inlet.info(timeout))
             if meta.channel_format == "string":
                 raise ValueError(f"stream {meta.name!r} carries strings; use MarkerInlet for markers")
             if meta.sfreq <= 0:
@@ -420,42 +471,135 @@ class EEGInlet(_PullThread):
         except BaseException:
             inlet.close_stream()
             raise
-        # 2. preallocate everything the thread writes into
-        self._inlet = inlet
-        self.meta = meta
-        self.buffer = RingBuffer(meta.n_channels, max(1, int(round(cfg.bufsize_s * meta.sfreq))))
-        self._pull_buf = np.zeros((PULL_MAX_SAMPLES, meta.n_channels), dtype=inlet.np_dtype)
-        self._last_finite = np.zeros(meta.n_channels, dtype=np.float32)
-        return meta
+        return inlet, meta
 
-    def start(self) -> None:
+    def _subscribe(self, inlet: Any, timeout: float) -> None:
+        # the first clock estimate takes a few round trips: get it before subscribing,
+        # then subscribe (samples pushed from now on are queued for us)
+        if self.cfg.clock_correction:
+            t0 = time.perf_counter()
+            inlet.time_correction(timeout)
+            logger.debug("first time_correction took %.1f ms", (time.perf_counter() - t0) * 1e3)
+        inlet.open_stream(timeout)
+
+    def start(self, *, thread: bool = True) -> None:
         """Open (if not yet), subscribe and start acquiring.
 
-        Raises StreamNotFoundError (listing the streams seen) when resolving fails.
+        Parameters
+        ----------
+        thread : bool
+            True: an acquisition thread pulls. False: connect only; the caller
+            pulls with :meth:`acquire` (and may not start a thread later
+            without a :meth:`stop`).
+
+        Raises
+        ------
+        StreamNotFoundError
+            Resolving failed (the message lists the streams seen).
         """
-        if self._thread is not None:
-            raise RuntimeError("EEGInlet already started")
-        cfg = self.cfg
-        self.open()
+        if thread:
+            if self._connected:
+                raise RuntimeError(f"{self.thread_name} already started")
+            super().start()
+            return
+        if self._thread is not None or self._connected:
+            raise RuntimeError(f"{self.thread_name} already started")
         try:
-            # 3. the first clock estimate takes a few round trips: get it before subscribing,
-            #    then subscribe (samples pushed from now on are queued for us)
-            if cfg.clock_correction:
-                t0 = time.perf_counter()
-                self._inlet.time_correction(cfg.resolve_timeout_s)
-                logger.debug("first time_correction took %.1f ms", (time.perf_counter() - t0) * 1e3)
-            self._inlet.open_stream(cfg.resolve_timeout_s)
+            self._setup()
         except BaseException:
+            self._on_stop()
+            raise
+
+    def _setup(self) -> None:
+        import pylsl
+
+        self.open()
+        self._subscribe(self._inlet, self.cfg.resolve_timeout_s)
+        self._connected = True
+        self._last_data = pylsl.local_clock()
+        if self.cfg.reresolve_after_s is not None:
+            self._watch = StreamWatch(self.meta, self._inlet.info().uid(), self.cfg.source_id)
+        logger.info("inlet opened: %s", self.meta.describe())
+
+    def _on_stop(self) -> None:
+        if self._inlet is not None:
             self._inlet.close_stream()
             self._inlet = None
-            raise
-        logger.info("inlet opened: %s", self.meta.describe())
-        # 4. start the acquisition thread
-        self._start_thread(f"EEGInlet[{self.meta.name}]")
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        self._connected = False
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def _run(self) -> None:
+        wait = self.cfg.poll_interval_s
+        while not self.stopping:
+            if self._acquire_once() < PULL_MAX_SAMPLES:  # drained: sleep; a full pull means more waits
+                self._sleep(wait)
+
+    # ------------------------------------------------------------------ acquisition
+
+    def acquire(self) -> int:
+        """Pull everything that has arrived into the buffer, in the caller's thread.
+
+        For ``start(thread=False)``; never blocks (beyond a reconnect after the
+        outlet restarted). Returns the number of samples pulled.
+        """
+        if not self._connected:
+            raise RuntimeError(f"{self.thread_name} is not connected (call start(thread=False))")
+        if self._thread is not None:
+            raise RuntimeError(f"{self.thread_name} has an acquisition thread; acquire() is for start(thread=False)")
+        total = 0
+        while True:
+            n = self._acquire_once()
+            total += n
+            if n < PULL_MAX_SAMPLES:
+                return total
+
+    def _acquire_once(self) -> int:
+        import pylsl
+
+        try:
+            data, ts = self._inlet.pull_chunk(
+                timeout=0.0, max_samples=PULL_MAX_SAMPLES, dest_obj=self._pull_buf, as_numpy=True
+            )
+        except pylsl.util.LostError as exc:
+            meta = self.meta
+            raise ConnectionError(
+                f"LSL stream {meta.name!r} (source_id {meta.source_id!r}) was lost and "
+                "recover is off (or the stream has no source_id)"
+            ) from exc
+        n = len(ts)
+        now = pylsl.local_clock()
+        if n:
+            self._ingest(data, ts, now)
+            self._last_data = now
+        elif self._watch is not None and now - self._last_data >= self.cfg.reresolve_after_s \
+                and now >= self._next_watch:
+            self._next_watch = now + 0.1
+            info = self._watch.replacement()
+            if info is not None:
+                self._reconnect(info)
+        return n
+
+    def _reconnect(self, info: Any) -> None:
+        """Switch to the restarted outlet (new source_id); the next chunk records the gap."""
+        old = self.meta
+        try:
+            inlet, meta = self._make_inlet(info, 1.0)
+            self._subscribe(inlet, 1.0)
+        except Exception as exc:  # not ready yet: the next stall check tries again
+            logger.warning("stream %r: reconnecting failed (%s); retrying", old.name, exc)
+            return
+        self._inlet.close_stream()
+        self._inlet = inlet
+        self.meta = dataclasses.replace(old, source_id=meta.source_id, hostname=meta.hostname,
+                                        created_at=meta.created_at)
+        self._watch = StreamWatch(self.meta, inlet.info().uid(), self.cfg.source_id)
+        self._reconnected = True
+        self._last_counter = None  # a new outlet's counter may start anywhere
+        self.n_reconnects += 1
+        logger.warning("stream %r restarted as source_id %r (was %r): reconnected",
+                       old.name, meta.source_id, old.source_id)
 
     # ------------------------------------------------------------------ queries
 
@@ -488,35 +632,16 @@ class EEGInlet(_PullThread):
             "n_nonmonotonic": self.n_nonmonotonic,
             "n_counter_errors": self.n_counter_errors,
             "n_overflow": self.n_overflow,
+            "n_reconnects": self.n_reconnects,
             "n_gaps": len(self.gaps),
             "n_gap_samples": self.n_gap_samples,
+            "gap_seconds": self.gap_seconds,
             "gaps": [dataclasses.asdict(g) for g in self.gaps],
         }
 
-    # ------------------------------------------------------------------ acquisition thread
-
-    def _pull_loop(self) -> None:
-        import pylsl
-
-        inlet = self._inlet
-        buf = self._pull_buf
-        wait = self.cfg.poll_interval_s
-        while not self._stop.is_set():
-            try:
-                data, ts = inlet.pull_chunk(
-                    timeout=0.0, max_samples=PULL_MAX_SAMPLES, dest_obj=buf, as_numpy=True
-                )
-            except pylsl.util.LostError as exc:
-                meta = self.meta
-                raise ConnectionError(
-                    f"LSL stream {meta.name!r} (source_id {meta.source_id!r}) was lost and "
-                    "recover is off (or the stream has no source_id)"
-                ) from exc
-            n = len(ts)
-            if n:
-                self._ingest(data, ts, pylsl.local_clock())
-            if n < PULL_MAX_SAMPLES:  # drained: sleep; a full pull means more is waiting
-                self._stop.wait(wait)
+    @property
+    def gap_seconds(self) -> float:
+        return float(sum(g.seconds for g in self.gaps))
 
     def _ingest(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
         """Check one pulled chunk (n, n_channels), fix what policy allows, write it."""
@@ -546,10 +671,14 @@ class EEGInlet(_PullThread):
             dt = float(ts[0] - self._last_ts)
             if dt < 0:
                 self.n_nonmonotonic += 1
-            if counter_gap is not None:
+            if self._reconnected:  # a restarted outlet: always a discontinuity, sized by time
+                self._add_gap(max(0, int(round(dt * meta.sfreq)) - 1), dt - period, float(ts[0]),
+                              first_index, reconnected=True)
+            elif counter_gap is not None:
                 self._add_gap(counter_gap, dt - period, float(ts[0]), first_index)
             elif cc is None and dt - period > self.cfg.gap_threshold_s:
                 self._add_gap(int(round(dt * meta.sfreq)) - 1, dt - period, float(ts[0]), first_index)
+        self._reconnected = False
         if n > 1:
             steps_ts = np.diff(ts)
             self.n_nonmonotonic += int(np.count_nonzero(steps_ts < 0))
@@ -569,12 +698,14 @@ class EEGInlet(_PullThread):
         self.n_received += n
         self._last_arrival = arrival
 
-    def _add_gap(self, n_samples: int, seconds: float, at_ts: float, at_index: int) -> None:
-        gap = Gap(int(n_samples), float(seconds), float(at_ts), int(at_index))
+    def _add_gap(self, n_samples: int, seconds: float, at_ts: float, at_index: int,
+                 reconnected: bool = False) -> None:
+        gap = Gap(int(n_samples), float(seconds), float(at_ts), int(at_index), reconnected)
         self.gaps.append(gap)
         logger.warning(
-            "stream %r: gap of %d samples (%.3f s) before t=%.3f (sample %d)",
+            "stream %r: gap of %d samples (%.3f s) before t=%.3f (sample %d)%s",
             self.meta.name, gap.n_samples, gap.seconds, gap.at_timestamp, gap.at_index,
+            " after the outlet restarted" if reconnected else "",
         )
 
     def _fix_nonfinite(self, data: np.ndarray) -> np.ndarray:
@@ -607,8 +738,8 @@ class EEGInlet(_PullThread):
 # --------------------------------------------------------------------------- markers
 
 
-class MarkerInlet(_PullThread):
-    """Acquire a string marker stream on a thread.
+class MarkerInlet(Worker):
+    """Acquire a string marker stream on a thread (or the caller's).
 
     Parameters
     ----------
@@ -624,9 +755,13 @@ class MarkerInlet(_PullThread):
 
     Notes
     -----
-    Same lifecycle as :class:`EEGInlet`; errors re-raised from :meth:`stop`.
-    Timestamps are local-clock seconds (same flags as the EEG inlet, so marker
-    and EEG timestamps are comparable).
+    Same lifecycle as :class:`EEGInlet` (a :class:`~neuroimagen.stream.worker.Worker`;
+    ``start(thread=False)`` + :meth:`acquire` for the caller's thread); errors
+    re-raised from :meth:`stop`. Timestamps are local-clock seconds (same flags
+    as the EEG inlet, so marker and EEG timestamps are comparable). A marker
+    outlet restarted under the same name with a new source_id is reconnected
+    to (``InletConfig.reresolve_after_s``, checked every 0.5 s since markers
+    are irregular).
     """
 
     def __init__(
@@ -636,40 +771,74 @@ class MarkerInlet(_PullThread):
         stype: str | None = None,
         max_markers: int = 10000,
     ) -> None:
+        super().__init__(f"MarkerInlet[{name}]")
         self.name = name
         self.cfg = cfg or InletConfig()
         self.stype = stype
         self.meta: StreamMeta | None = None
-        self.n_received = 0
-        self.n_dropped = 0
         self._markers: collections.deque[tuple[float, str]] = collections.deque()
         self._max = int(max_markers)
         self._lock = threading.Lock()
-        self._init_thread()
+        self._inlet: Any = None
+        self._watch: StreamWatch | None = None
+        self._connected = False
+        self._next_watch = 0.0
+        self.n_received = 0
+        self.n_dropped = 0
+        self.n_reconnects = 0
 
-    _kind = "marker inlet"
-
-    def start(self) -> None:
+    def _open_inlet(self, info: Any, timeout: float) -> tuple[Any, StreamMeta]:
         import pylsl
 
-        if self._thread is not None:
-            raise RuntimeError("MarkerInlet already started")
         cfg = self.cfg
-        info = resolve_stream(self.name, self.stype, None, cfg.resolve_timeout_s)
         inlet = pylsl.StreamInlet(
             info, max_buflen=cfg.max_buflen_s, recover=cfg.recover,
             processing_flags=_processing_flags(cfg) & ~pylsl.proc_dejitter,
         )
         try:
-            self.meta = stream_meta(inlet.info(cfg.resolve_timeout_s))
-            inlet.open_stream(cfg.resolve_timeout_s)
+            meta = stream_meta(inlet.info(timeout))
+            inlet.open_stream(timeout)
             if cfg.clock_correction:
-                inlet.time_correction(cfg.resolve_timeout_s)
+                inlet.time_correction(timeout)
         except BaseException:
             inlet.close_stream()
             raise
-        self._inlet = inlet
-        self._start_thread(f"MarkerInlet[{self.name}]")
+        return inlet, meta
+
+    def start(self, *, thread: bool = True) -> None:
+        """Resolve, subscribe, start pulling (``thread=False``: the caller pulls with :meth:`acquire`)."""
+        if thread:
+            if self._connected:
+                raise RuntimeError(f"{self.thread_name} already started")
+            super().start()
+            return
+        if self._thread is not None or self._connected:
+            raise RuntimeError(f"{self.thread_name} already started")
+        try:
+            self._setup()
+        except BaseException:
+            self._on_stop()
+            raise
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        info = resolve_stream(self.name, self.stype, None, cfg.resolve_timeout_s)
+        self._inlet, self.meta = self._open_inlet(info, cfg.resolve_timeout_s)
+        with self._lock:
+            self._markers.clear()
+            self.n_received = self.n_dropped = self.n_reconnects = 0
+        self._connected = True
+        if cfg.reresolve_after_s is not None:
+            self._watch = StreamWatch(self.meta, self._inlet.info().uid())
+
+    def _on_stop(self) -> None:
+        if self._inlet is not None:
+            self._inlet.close_stream()
+            self._inlet = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        self._connected = False
 
     def pop_markers(self) -> list[tuple[float, str]]:
         """Markers received since the last call, oldest first: ``(timestamp, payload)``."""
@@ -678,22 +847,54 @@ class MarkerInlet(_PullThread):
             self._markers.clear()
         return out
 
-    def _pull_loop(self) -> None:
+    def acquire(self) -> int:
+        """Pull every marker that has arrived, in the caller's thread (``start(thread=False)``)."""
+        if not self._connected or self._thread is not None:
+            raise RuntimeError(f"{self.thread_name}: acquire() is for start(thread=False)")
+        return self._acquire_once()
+
+    def _run(self) -> None:
+        while not self.stopping:
+            if not self._acquire_once():
+                self._sleep(self.cfg.poll_interval_s)
+
+    def _acquire_once(self) -> int:
         import pylsl
 
-        while not self._stop.is_set():
-            try:
-                samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
-            except pylsl.util.LostError as exc:
-                raise ConnectionError(f"marker stream {self.name!r} was lost and recover is off") from exc
-            if ts:
-                with self._lock:
-                    for sample, t in zip(samples, ts, strict=True):
-                        self._markers.append((float(t), str(sample[0])))
-                    self.n_received += len(ts)
-                    while len(self._markers) > self._max:
-                        self._markers.popleft()
-                        self.n_dropped += 1
-            else:
-                self._stop.wait(self.cfg.poll_interval_s)
+        try:
+            samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
+        except pylsl.util.LostError as exc:
+            raise ConnectionError(f"marker stream {self.name!r} was lost and recover is off") from exc
+        if ts:
+            self._ingest_markers(samples, ts)
+        elif self._watch is not None:
+            now = pylsl.local_clock()
+            if now >= self._next_watch:
+                self._next_watch = now + 0.5
+                info = self._watch.replacement()
+                if info is not None:
+                    self._reconnect(info)
+        return len(ts)
 
+    def _ingest_markers(self, samples: list, ts: list) -> None:
+        """Keep one pulled chunk of marker samples: ``(timestamp, first value)`` each."""
+        with self._lock:
+            for sample, t in zip(samples, ts, strict=True):
+                self._markers.append((float(t), str(sample[0])))
+            self.n_received += len(ts)
+            while len(self._markers) > self._max:
+                self._markers.popleft()
+                self.n_dropped += 1
+
+    def _reconnect(self, info: Any) -> None:
+        try:
+            inlet, meta = self._open_inlet(info, 1.0)
+        except Exception as exc:  # not ready yet: the next check tries again
+            logger.warning("marker stream %r: reconnecting failed (%s); retrying", self.name, exc)
+            return
+        self._inlet.close_stream()
+        self._inlet, old, self.meta = inlet, self.meta, meta
+        self._watch = StreamWatch(meta, inlet.info().uid())
+        self.n_reconnects += 1
+        logger.warning("marker stream %r restarted as source_id %r (was %r): reconnected",
+                       meta.name, meta.source_id, old.source_id)

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from .contract import ChannelContract
 from .inlet import EEGInlet, MarkerInlet, StreamMeta
 from .preprocessing import NormStats, StreamingPreprocessor, preprocess_window
 from .windowing import Window, make_windower
+from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def already_preprocessed(preprocessed: dict[str, Any] | None) -> tuple[bool, boo
     return filtered, normalised
 
 
-class WindowPipeline:
+class WindowPipeline(Worker):
     """Live windows from an LSL stream, preprocessed exactly as in training.
 
     Parameters
@@ -65,6 +66,11 @@ class WindowPipeline:
         Start a worker thread that polls continuously and keeps only the newest
         window in a one-slot holder (:meth:`latest`); older ones not taken in
         time are dropped and counted.
+    acquisition : {"thread", "caller"}
+        ``thread``: the inlets pull on their own threads. ``caller``: no
+        acquisition threads (mne-lsl's ``acquisition_delay=None``); every
+        :meth:`poll` first pulls what has arrived (:meth:`acquire`), so the
+        whole chain runs in the thread that polls (the caller's, or the worker's).
 
     Attributes
     ----------
@@ -90,10 +96,18 @@ class WindowPipeline:
     5. :func:`preprocess_window` (normalisation -- ``none`` when the stream is
        already normalised -- and the optional resample).
 
+    Two latencies are measured per window, under different names:
+    ``window_ready`` (from its last sample being pulled off the network to the
+    window being ready: this process's own cost) and ``timestamp_to_ready``
+    (from its last sample's LSL timestamp to the window being ready: includes
+    the outlet's chunking and the network).
+
     Threading: without a worker, :meth:`poll` runs in the caller's thread (one
-    caller). With ``run_worker=True`` the worker owns :meth:`poll` and
-    consumers call :meth:`latest`. Errors from the inlet or the worker are
-    re-raised from :meth:`stop`.
+    caller). With ``run_worker=True`` the worker (a
+    :class:`~neuroimagen.stream.worker.Worker`) owns :meth:`poll` and
+    consumers call :meth:`latest`. Errors from the inlets or the worker are
+    re-raised from :meth:`stop`, :meth:`poll` and :meth:`latest`. A
+    :meth:`start` after :meth:`stop` starts fresh (counts, gaps, sample index).
     """
 
     def __init__(
@@ -104,7 +118,11 @@ class WindowPipeline:
         marker_name: str | None = None,
         *,
         run_worker: bool = False,
+        acquisition: Literal["thread", "caller"] = "thread",
     ) -> None:
+        super().__init__("WindowPipeline")
+        if acquisition not in ("thread", "caller"):
+            raise ValueError(f"acquisition must be 'thread' or 'caller', got {acquisition!r}")
         self.cfg = cfg
         self.norm_stats = norm_stats
         inlet_cfg = cfg.inlet if eeg_name is None else cfg.inlet.model_copy(update={"name": eeg_name})
@@ -112,6 +130,7 @@ class WindowPipeline:
         self.eeg_name = eeg_name
         self.marker_name = marker_name
         self.run_worker = run_worker
+        self.acquisition = acquisition
         self.marker_inlet: MarkerInlet | None = None
         self.meta: StreamMeta | None = None
         self.contract: ChannelContract | None = None
@@ -120,6 +139,12 @@ class WindowPipeline:
         self.windower: Any = None
         self.ch_names: list[str] = []
         self.sfreq = float("nan")
+        self._poll_lock = threading.Lock()
+        self._slot_cond = threading.Condition()
+        self._started = False
+        self._reset_counts()
+
+    def _reset_counts(self) -> None:
         self.n_windows = 0
         self.n_dropped_windows = 0
         self.n_lost_samples = 0
@@ -129,88 +154,84 @@ class WindowPipeline:
         self._n_gaps_seen = 0
         self.last_ready = float("nan")
         self._next_index = 0
-        self._latencies: collections.deque[float] = collections.deque(maxlen=N_LATENCIES)
-        self._poll_lock = threading.Lock()
+        self._ready_after_pull: collections.deque[float] = collections.deque(maxlen=N_LATENCIES)
+        self._timestamp_to_ready: collections.deque[float] = collections.deque(maxlen=N_LATENCIES)
         self._slot: Window | None = None
-        self._slot_cond = threading.Condition()
-        self._worker: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._started = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Open the stream(s), build every stage, start the worker if asked."""
-        import pylsl
-
         if self._started:
             raise RuntimeError("WindowPipeline already started")
+        if self.run_worker:
+            super().start()
+            return
+        try:
+            self._setup()
+        except BaseException:
+            self._on_stop()
+            raise
+
+    def _setup(self) -> None:
+        import pylsl
+
         cfg = self.cfg
+        self._reset_counts()
+        self.marker_inlet = None
+        thread = self.acquisition == "thread"
         # 1. the EEG stream's description (raises StreamNotFoundError listing what is visible);
         #    data starts flowing only once every stage is built (step 6)
         self.inlet.open()
-        try:
-            meta = self.meta = self.inlet.meta
-            # 2. the model's channel/unit/rate contract (raises ContractError listing problems)
-            contract = self.contract = ChannelContract(cfg.contract, meta.ch_names, meta.sfreq, meta.units)
-            self.ch_names = list(contract.ch_names_out)
-            self.sfreq = float(contract.sfreq_out)
-            logger.info("contract: %s", contract.describe())
-            # 3. continuous stage, unless the stream was filtered at the source
-            filtered, normalised = already_preprocessed(meta.preprocessed)
-            if filtered:
-                logger.warning(
-                    "STREAM %r IS ALREADY FILTERED (%s): the continuous stage (band-pass, notch, "
-                    "re-reference) is SKIPPED", meta.name, meta.preprocessed,
-                )
-                self.preprocessor = None
-            else:
-                self.preprocessor = StreamingPreprocessor(
-                    cfg.preprocessing, self.sfreq, contract.n_channels_out, self.ch_names
-                )
-            # 4. per-window stage: normalisation 'none' if the stream is normalised already
-            pre = cfg.preprocessing
-            if normalised:
-                logger.warning(
-                    "STREAM %r IS ALREADY NORMALISED (%s): window normalisation is 'none' "
-                    "instead of %r", meta.name, meta.preprocessed, pre.normalization.mode,
-                )
-                pre = pre.model_copy(
-                    update={"normalization": pre.normalization.model_copy(update={"mode": "none"})}
-                )
-            if pre.normalization.mode == "dataset" and self.norm_stats is None:
-                raise ValueError(
-                    "preprocessing.normalization.mode is 'dataset' but no NormStats were given "
-                    "(they come with the model bundle / training set)"
-                )
-            self.window_cfg = pre
-            # 5. windower (and the marker stream for marker-locked windows)
-            self.windower = make_windower(cfg.windowing, contract.n_channels_out, self.sfreq)
-            if cfg.windowing.mode == "marker":
-                name = (
-                    self.marker_name
-                    or cfg.windowing.marker_stream
-                    or f"{self.eeg_name or cfg.inlet.name or meta.name}-markers"
-                )
-                self.marker_inlet = MarkerInlet(name, self.inlet.cfg)
-                self.marker_inlet.start()
-            # 6. warm up (first calls allocate and load), then let data flow
-            self._warm_up()
-            self.inlet.start()
-        except BaseException:
-            if self.marker_inlet is not None:
-                self.marker_inlet.stop()
-            self.inlet.stop()
-            raise
-        self._next_index = 0
+        meta = self.meta = self.inlet.meta
+        # 2. the model's channel/unit/rate contract (raises ContractError listing problems)
+        contract = self.contract = ChannelContract(cfg.contract, meta.ch_names, meta.sfreq, meta.units)
+        self.ch_names = list(contract.ch_names_out)
+        self.sfreq = float(contract.sfreq_out)
+        logger.info("contract: %s", contract.describe())
+        # 3. continuous stage, unless the stream was filtered at the source
+        filtered, normalised = already_preprocessed(meta.preprocessed)
+        if filtered:
+            logger.warning(
+                "STREAM %r IS ALREADY FILTERED (%s): the continuous stage (band-pass, notch, "
+                "re-reference) is SKIPPED", meta.name, meta.preprocessed,
+            )
+            self.preprocessor = None
+        else:
+            self.preprocessor = StreamingPreprocessor(
+                cfg.preprocessing, self.sfreq, contract.n_channels_out, self.ch_names
+            )
+        # 4. per-window stage: normalisation 'none' if the stream is normalised already
+        pre = cfg.preprocessing
+        if normalised:
+            logger.warning(
+                "STREAM %r IS ALREADY NORMALISED (%s): window normalisation is 'none' "
+                "instead of %r", meta.name, meta.preprocessed, pre.normalization.mode,
+            )
+            pre = pre.model_copy(
+                update={"normalization": pre.normalization.model_copy(update={"mode": "none"})}
+            )
+        if pre.normalization.mode == "dataset" and self.norm_stats is None:
+            raise ValueError(
+                "preprocessing.normalization.mode is 'dataset' but no NormStats were given "
+                "(they come with the model bundle / training set)"
+            )
+        self.window_cfg = pre
+        # 5. windower (and the marker stream for marker-locked windows)
+        self.windower = make_windower(cfg.windowing, contract.n_channels_out, self.sfreq)
+        if cfg.windowing.mode == "marker":
+            name = (
+                self.marker_name
+                or cfg.windowing.marker_stream
+                or f"{self.eeg_name or cfg.inlet.name or meta.name}-markers"
+            )
+            self.marker_inlet = MarkerInlet(name, self.inlet.cfg)
+            self.marker_inlet.start(thread=thread)
+        # 6. warm up (first calls allocate and load), then let data flow
+        self._warm_up()
+        self.inlet.start(thread=thread)
         self._clock = pylsl.local_clock
         self._started = True
-        # 7. the worker: poll continuously, newest window wins
-        if self.run_worker:
-            self._stop.clear()
-            self._worker = threading.Thread(target=self._run, name="WindowPipeline", daemon=True)
-            self._worker.start()
 
     def _warm_up(self) -> None:
         t0 = time.perf_counter()
@@ -224,16 +245,9 @@ class WindowPipeline:
         preprocess_window(zeros, self.window_cfg, stats)
         logger.info("pipeline warmed up in %.1f ms", (time.perf_counter() - t0) * 1e3)
 
-    def stop(self) -> None:
-        """Stop the worker and the inlets; re-raise the first error any of them had."""
+    def _on_stop(self) -> None:
+        """Stop the inlets; raise the first error either had (after stopping both)."""
         errors: list[BaseException] = []
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            self._stop.set()
-            worker.join(5.0)
-        if self._error is not None:
-            errors.append(self._error)
-            self._error = None
         for inlet in (self.marker_inlet, self.inlet):
             if inlet is None:
                 continue
@@ -242,17 +256,29 @@ class WindowPipeline:
             except BaseException as exc:  # keep stopping the others, raise after
                 errors.append(exc)
         self._started = False
+        with self._slot_cond:
+            self._slot = None
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> WindowPipeline:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ processing
+
+    def acquire(self) -> int:
+        """Pull what has arrived into the inlets' buffers, in this thread (``acquisition='caller'``).
+
+        :meth:`poll` calls it; call it directly only to pull without processing.
+        Returns the EEG samples pulled.
+        """
+        if self.marker_inlet is not None:
+            self.marker_inlet.acquire()
+        return self.inlet.acquire()
+
+    def check(self) -> None:
+        """Re-raise a stored error of the worker or either inlet."""
+        super().check()
+        self.inlet.check()
+        if self.marker_inlet is not None:
+            self.marker_inlet.check()
 
     def poll(self) -> list[Window]:
         """Process everything that arrived since the last poll; return the new windows.
@@ -262,11 +288,18 @@ class WindowPipeline:
         list of Window
             Oldest first; ``data`` after the per-window stage, shape
             ``(n_channels, n_times or resample_n_times)``, float32.
+
+        Raises
+        ------
+        Exception
+            An inlet's (or the worker's) stored error, as soon as it happened.
         """
+        self.check()
         if not self._started:
             raise RuntimeError("WindowPipeline is not started")
         with self._poll_lock:
-            self.inlet.check()
+            if self.acquisition == "caller":
+                self.acquire()
             # 1. new samples (a copy) and new markers
             data, ts, arrival, first, lost = self.inlet.buffer.read_since_with_arrival(self._next_index)
             if lost:
@@ -276,7 +309,6 @@ class WindowPipeline:
             self._next_index = first + n
             new_markers = False
             if self.marker_inlet is not None:
-                self.marker_inlet.check()
                 for t, payload in self.marker_inlet.pop_markers():
                     self.windower.add_marker(t, payload)
                     new_markers = True
@@ -325,12 +357,12 @@ class WindowPipeline:
         logger.warning("discontinuity in the stream: filters and windows restart at sample %d", self._n_out)
 
     def _process(self, data: np.ndarray, ts: np.ndarray) -> list[Window]:
-        # 3. contract: model channels, volts, model rate
-        y, ty = self.contract.apply(data, ts)
+        # 3. contract: model channels, volts, model rate (its work array, consumed at once)
+        y, ty = self.contract.apply(data, ts, copy=False)
         # 4. continuous stage
         if self.preprocessor is not None and y.shape[1]:
             y = self.preprocessor.process(y)
-        # 5. cut by sample count
+        # 5. cut by sample count (the windower copies what it keeps)
         windows = self.windower.push(y, ty)
         self._n_out += y.shape[1]
         if self._segment_start:
@@ -343,11 +375,13 @@ class WindowPipeline:
         if ts.size == 0:
             return
         now = self.last_ready = self._clock()
-        pos = np.searchsorted(ts, [w.timestamp for w in windows], side="left")
+        stamps = [w.timestamp for w in windows]
+        pos = np.searchsorted(ts, stamps, side="left")
         pos = np.clip(pos, 0, ts.size - 1)
-        for p in pos:
+        for p, stamp in zip(pos, stamps, strict=True):
             if np.isfinite(arrival[p]):
-                self._latencies.append(now - float(arrival[p]))
+                self._ready_after_pull.append(now - float(arrival[p]))
+            self._timestamp_to_ready.append(now - float(stamp))
 
     def latest(self, timeout: float = 0.0) -> Window | None:
         """Take the newest window from the one-slot holder (worker mode).
@@ -355,20 +389,36 @@ class WindowPipeline:
         Waits up to ``timeout`` seconds for one; returns None if none came.
         A window taken is removed; windows replaced before being taken are
         counted in ``n_dropped_windows``.
+
+        Raises
+        ------
+        Exception
+            The worker's or an inlet's stored error (instead of None forever).
         """
+        self.check()
         with self._slot_cond:
             if self._slot is None and timeout > 0:
-                self._slot_cond.wait_for(lambda: self._slot is not None, timeout)
+                self._slot_cond.wait_for(lambda: self._slot is not None or self._error is not None
+                                         or not self.running, timeout)
             window, self._slot = self._slot, None
+        if window is None:
+            self.check()
         return window
 
     def _run(self) -> None:
+        buffer = self.inlet.buffer
+        caller = self.acquisition == "caller"
+        wait = self.cfg.inlet.poll_interval_s
         try:
-            buffer = self.inlet.buffer
-            while not self._stop.is_set():
-                # wake on new data rather than on a timer
-                buffer.wait_for(self._next_index, 0.05)
-                windows = self.poll()
+            while not self.stopping:
+                if caller:
+                    windows = self.poll()
+                    if not windows and self.inlet.buffer.total_written <= self._next_index:
+                        self._sleep(wait)
+                else:
+                    # wake on new data rather than on a timer
+                    buffer.wait_for(self._next_index, 0.05)
+                    windows = self.poll()
                 if not windows:
                     continue
                 with self._slot_cond:
@@ -377,20 +427,32 @@ class WindowPipeline:
                     self._slot_cond.notify_all()
                 if dropped:
                     self.n_dropped_windows += dropped
-        except BaseException as exc:  # stored, re-raised from stop()
-            logger.error("pipeline worker failed: %s", exc)
-            self._error = exc
+        except BaseException as exc:
+            self._error = exc  # before waking a consumer in latest(), which re-raises it
+            raise
+        finally:
+            with self._slot_cond:
+                self._slot_cond.notify_all()
 
     # ------------------------------------------------------------------ figures
 
     def latencies_s(self) -> np.ndarray:
-        """Seconds from each window's last sample being pulled to the window being ready."""
-        return np.asarray(self._latencies, dtype=np.float64)
+        """Window-ready latencies: seconds from each window's last sample being pulled to the window being ready."""
+        return np.asarray(self._ready_after_pull, dtype=np.float64)
+
+    def timestamp_to_ready_s(self) -> np.ndarray:
+        """Seconds from each window's last sample's LSL timestamp to the window being ready."""
+        return np.asarray(self._timestamp_to_ready, dtype=np.float64)
 
     @property
     def stats(self) -> dict[str, Any]:
-        lat = self.latencies_s()
+        ready = self.latencies_s() * 1e3
+        e2e = self.timestamp_to_ready_s() * 1e3
         inlet = self.inlet
+
+        def pct(a: np.ndarray, q: float) -> float | None:
+            return float(np.percentile(a, q)) if a.size else None
+
         return {
             "n_windows": self.n_windows,
             "n_dropped_windows": self.n_dropped_windows,
@@ -399,9 +461,18 @@ class WindowPipeline:
             "n_nonfinite": inlet.n_nonfinite,
             "n_nonmonotonic": inlet.n_nonmonotonic,
             "n_overflow": inlet.n_overflow,
+            "n_segments": self.n_segments,
+            "n_reconnects": inlet.n_reconnects,
             "gaps": [dataclasses.asdict(g) for g in inlet.gaps],
             "n_gap_samples": inlet.n_gap_samples,
+            "gap_seconds": inlet.gap_seconds,
             "n_markers": 0 if self.marker_inlet is None else self.marker_inlet.n_received,
-            "latency_ms_p50": float(np.percentile(lat, 50) * 1e3) if lat.size else None,
-            "latency_ms_p99": float(np.percentile(lat, 99) * 1e3) if lat.size else None,
+            "n_markers_dropped": getattr(self.windower, "n_dropped", 0),
+            "n_markers_pending": getattr(self.windower, "n_pending", 0),
+            # the last sample pulled off the network -> the window ready (this process's cost)
+            "window_ready_ms_p50": pct(ready, 50),
+            "window_ready_ms_p99": pct(ready, 99),
+            # the last sample's LSL timestamp -> the window ready (outlet chunking + network too)
+            "timestamp_to_ready_ms_p50": pct(e2e, 50),
+            "timestamp_to_ready_ms_p99": pct(e2e, 99),
         }

@@ -18,6 +18,7 @@ All arrays are float32 shaped ``(n_channels, n_times)`` in the stream's unit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ import numpy as np
 from scipy import signal
 
 from .config import NormalizationConfig, PreprocessingConfig
+
+try:  # scipy's in-place SOS kernel (what signal.sosfilt runs after copying its input)
+    from scipy.signal._sosfilt import _sosfilt as _sosfilt_inplace
+except ImportError:  # pragma: no cover - a scipy that moved it: the public path below
+    _sosfilt_inplace = None
 
 __all__ = [
     "NormStats",
@@ -207,11 +213,22 @@ class StreamingPreprocessor:
 
     def reset(self) -> None:
         """Return the filters to rest (as at the start of a recording)."""
+        # filter state in the layout scipy's SOS kernel works on in place:
+        # (n_channels, n_sections, 2), float64, C-contiguous
         self._zi = (
             None
             if self.sos is None
-            else np.zeros((self.sos.shape[0], self.n_channels, 2), dtype=np.float64)
+            else np.zeros((self.n_channels, self.sos.shape[0], 2), dtype=np.float64)
         )
+        if not hasattr(self, "_work"):
+            self._work = np.empty(0, dtype=np.float64)
+
+    def _work_view(self, n_times: int) -> np.ndarray:
+        """A C-contiguous float64 (n_channels, n_times) work array, reallocated only to grow."""
+        size = self.n_channels * n_times
+        if self._work.size < size:
+            self._work = np.empty(max(size, 2 * self._work.size), dtype=np.float64)
+        return self._work[:size].reshape(self.n_channels, n_times)
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
         """Filter and re-reference one chunk, shape (n_channels, n_times), float32."""
@@ -222,7 +239,18 @@ class StreamingPreprocessor:
         if chunk.shape[1] == 0:
             return y.copy()
         if self.sos is not None:
-            y, self._zi = filter_causal(y, self.sos, self._zi)
+            # the float64 work buffer is kept across chunks: the only allocation
+            # per chunk is the float32 result (numerics as filter_causal)
+            work = self._work_view(y.shape[1])
+            np.copyto(work, y)
+            if _sosfilt_inplace is not None:
+                _sosfilt_inplace(self.sos, work, self._zi)
+            else:  # scipy without the kernel we call: the public function, same result
+                zi = np.moveaxis(self._zi, 0, 1)
+                out, zf = signal.sosfilt(self.sos, work, axis=1, zi=zi)
+                work[...] = out
+                self._zi = np.ascontiguousarray(np.moveaxis(zf, 1, 0))
+            y = work.astype(np.float32)
         elif y is chunk:
             y = y.copy()  # never hand back the caller's array
         return rereference(y, self.cfg.reference, self.ch_names)
@@ -323,13 +351,23 @@ def resample_window(x: np.ndarray, n_times: int) -> np.ndarray:
         return x.astype(np.float32, copy=True)
     if n_in < 2:
         raise ValueError(f"cannot resample a window of {n_in} samples")
+    lo, hi, frac, one_minus = _interp_tables(n_in, int(n_times))
+    out = x[:, lo] * one_minus + x[:, hi] * frac
+    return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _interp_tables(n_in: int, n_times: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Index and weight tables of :func:`resample_window`, computed once per shape (read-only)."""
     t_in = np.linspace(0.0, 1.0, n_in)
     t_out = np.linspace(0.0, 1.0, n_times)
     pos = np.interp(t_out, t_in, np.arange(n_in, dtype=np.float64))
     lo = np.floor(pos).astype(np.int64).clip(0, n_in - 2)
     frac = (pos - lo).astype(np.float64)
-    out = x[:, lo] * (1.0 - frac) + x[:, lo + 1] * frac
-    return out.astype(np.float32)
+    tables = (lo, lo + 1, frac, 1.0 - frac)
+    for t in tables:
+        t.flags.writeable = False
+    return tables
 
 
 def preprocess_window(

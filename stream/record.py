@@ -35,11 +35,11 @@ which equals ``timestamp - first EEG timestamp`` for a stream sent in real time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,10 +49,14 @@ from typing import Any
 import numpy as np
 
 from .config import RecordConfig
+from .inlet import StreamWatch, stream_meta
+from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
 CLOCK_OFFSET_INTERVAL_S = 5.0
+#: how long one clock-offset query may block the recorder thread
+CLOCK_OFFSET_TIMEOUT_S = 0.5
 _NP_FORMATS = {
     "float32": "<f4", "double64": "<f8", "float64": "<f8", "int8": "<i1",
     "int16": "<i2", "int32": "<i4", "int64": "<i8",
@@ -73,9 +77,13 @@ class _StreamFiles:
     dtype: np.dtype | None
     files: list[Any] = field(default_factory=list)
     n_samples: int = 0
+    last_ts: float | None = None
+    last_data: float = 0.0
+    next_watch: float = 0.0
+    watch: Any = None
 
 
-class Recorder:
+class Recorder(Worker):
     """Record LSL streams into ``out_dir`` until stopped or ``duration_s`` elapses.
 
     Parameters
@@ -91,10 +99,23 @@ class Recorder:
     resolved_config : mapping | None
         Saved as ``config.yaml`` beside the data.
 
+    Attributes
+    ----------
+    gaps : list of RecordedGap
+        Discontinuities seen so far in the regular streams (the outlet lost and
+        recovered, or restarted; logged as they are found and annotated in the
+        finalized FIF).
+    n_reconnects : int
+        Times a stream was re-resolved after its outlet restarted with a new
+        source_id (``cfg.reresolve_after_s``).
+
     Notes
     -----
-    One thread pulls every inlet with ``timeout=0.0`` and appends. ``stop()``
-    joins it, re-raises its error, and finalizes when ``cfg.finalize_on_stop``.
+    A :class:`~neuroimagen.stream.worker.Worker`: ``start`` resolves the
+    streams and writes the headers in the caller's thread, then one thread pulls
+    every inlet with ``timeout=0.0`` and appends. ``stop()`` waits for that
+    thread on its done event (never closing files under a live thread), closes
+    the files, re-raises its error, and finalizes when ``cfg.finalize_on_stop``.
     """
 
     def __init__(
@@ -105,29 +126,25 @@ class Recorder:
         duration_s: float | None = None,
         resolved_config: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__("lsl-recorder", stop_timeout_s=10.0)
         self.out_dir = Path(out_dir)
         self.cfg = cfg or RecordConfig()
         self.stream_names = list(stream_names) if stream_names else None
         self.duration_s = duration_s
         self._resolved_config = resolved_config
         self._streams: list[_StreamFiles] = []
-        self._stop = threading.Event()
-        # Set by the thread when it ends; see PacedStreamer: an interrupted
-        # Thread.join() must never let stop() close files under a live thread.
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
         self.finalized: dict[str, Path] = {}
+        self.gaps: list[RecordedGap] = []
+        self.n_reconnects = 0
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Resolve the streams, write the headers, start appending."""
+    def _setup(self) -> None:
+        """Resolve the streams, write the headers (appending starts in the thread)."""
         import pylsl
 
-        if self._thread is not None:
-            raise RuntimeError("already started")
         if (self.out_dir / "streams").exists():
             raise FileExistsError(f"{self.out_dir} already holds a recording (streams/)")
+        self._streams, self.gaps, self.finalized, self.n_reconnects = [], [], {}, 0
         # 1. resolve
         infos = self._resolve()
         (self.out_dir / "streams").mkdir(parents=True)
@@ -140,43 +157,44 @@ class Recorder:
             inlet = pylsl.StreamInlet(info, max_buflen=360, processing_flags=pylsl.proc_none)
             full = inlet.info(timeout=self.cfg.resolve_timeout_s)
             inlet.open_stream(timeout=self.cfg.resolve_timeout_s)
-            self._streams.append(self._open_files(k, full, inlet))
+            sf = self._open_files(k, full, inlet)
+            sf.last_data = pylsl.local_clock()
+            if self.cfg.reresolve_after_s is not None:
+                sf.watch = StreamWatch(stream_meta(full), full.uid())
+            self._streams.append(sf)
         logger.info("recording %s into %s", [s.header["name"] for s in self._streams], self.out_dir)
-        # 3. start the thread
-        self._thread = threading.Thread(target=self._run_safe, name="lsl-recorder", daemon=True)
-        self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> dict[str, Path]:
-        """Stop, close the files, finalize (``cfg.finalize_on_stop``); re-raise thread errors."""
-        self._stop.set()
-        if self._thread is not None:
-            if not self._done.wait(timeout):
-                raise RuntimeError(f"recorder thread did not stop within {timeout} s")
-            self._thread.join(1.0)
+    def _on_stop(self) -> None:
         self._close()
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-        if self.cfg.finalize_on_stop and self._streams:
-            self.finalized = finalize(self.out_dir, formats=self.cfg.formats)
-        return self.finalized
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for ``duration_s`` to elapse (True) or the timeout (False)."""
-        if self._thread is None:
-            raise RuntimeError("not started")
-        return self._done.wait(timeout)
+    def stop(self, timeout: float | None = None) -> dict[str, Path]:
+        """Stop, close the files, finalize (``cfg.finalize_on_stop``); re-raise thread errors.
+
+        Returns
+        -------
+        dict
+            What finalize wrote, ``{label: path}`` (empty when not finalized).
+        """
+        super().stop(timeout)
+        if self.cfg.finalize_on_stop and self._streams and not self.finalized:
+            self.finalized = finalize(self.out_dir, formats=self.cfg.formats,
+                                      gap_threshold_s=self.cfg.gap_threshold_s)
+        return self.finalized
 
     @property
     def n_samples(self) -> dict[str, int]:
         return {s.header["name"]: s.n_samples for s in self._streams}
 
-    def __enter__(self) -> Recorder:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def stats(self) -> dict[str, Any]:
+        """Samples per stream, gaps (samples and seconds) and reconnects so far."""
+        return {
+            "n_samples": self.n_samples,
+            "n_reconnects": self.n_reconnects,
+            "n_gaps": len(self.gaps),
+            "n_gap_samples": sum(g.n_samples for g in self.gaps),
+            "gap_seconds": float(sum(g.seconds for g in self.gaps)),
+            "gaps": [dataclasses.asdict(g) for g in self.gaps],
+        }
 
     # ---------------------------------------------------------------- internals
     def _resolve(self) -> list[Any]:
@@ -219,9 +237,9 @@ class Recorder:
 
         for s in self._streams:
             try:
-                offset = s.inlet.time_correction(timeout=1.0)
-            except pylsl.TimeoutError:
-                logger.warning("%s: no clock offset this time", s.header["name"])
+                offset = s.inlet.time_correction(timeout=CLOCK_OFFSET_TIMEOUT_S)
+            except pylsl.util.TimeoutError:  # the outlet is gone (or slow): the next round tries again
+                logger.warning("%s: no clock offset this time (time_correction timed out)", s.header["name"])
                 continue
             s.files[-1].write(np.array([pylsl.local_clock(), offset], dtype="<f8").tobytes())
 
@@ -231,27 +249,24 @@ class Recorder:
                 if not f.closed:
                     os.fsync(f.fileno())
                     f.close()
+            if s.inlet is not None:
+                s.inlet.close_stream()
             s.inlet = None
-
-    def _run_safe(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # stored, re-raised by stop()
-            logger.error("recorder thread failed: %s", exc)
-            self._error = exc
-        finally:
-            self._done.set()
+            if s.watch is not None:
+                s.watch.close()
+                s.watch = None
 
     def _run(self) -> None:
         t_start = time.monotonic()
         next_flush = t_start + self.cfg.flush_interval_s
         next_offset = t_start
-        while not self._stop.is_set():
+        while not self.stopping:
             if time.monotonic() >= next_offset:
                 self._clock_offsets()
                 next_offset = time.monotonic() + CLOCK_OFFSET_INTERVAL_S
             for s in self._streams:
                 self._pull(s)
+                self._check_restart(s)
             now = time.monotonic()
             if now >= next_flush:
                 for s in self._streams:
@@ -260,22 +275,123 @@ class Recorder:
                 next_flush = now + self.cfg.flush_interval_s
             if self.duration_s is not None and now - t_start >= self.duration_s:
                 break
-            self._stop.wait(self.cfg.poll_interval_s)
+            self._sleep(self.cfg.poll_interval_s)
         for s in self._streams:  # what already arrived
             self._pull(s)
 
     def _pull(self, s: _StreamFiles) -> None:
+        import pylsl
+
         while True:
             data, ts = s.inlet.pull_chunk(timeout=0.0, max_samples=4096, as_numpy=not s.is_string)
             if len(ts) == 0:
                 return
+            s.last_data = pylsl.local_clock()
             if s.is_string:
                 lines = "".join(json.dumps([float(t), list(v)]) + "\n" for t, v in zip(ts, data, strict=True))
                 s.files[0].write(lines.encode("utf-8"))
             else:
+                ts = np.asarray(ts, dtype="<f8")
+                self._note_gaps(s, ts)
                 s.files[0].write(np.ascontiguousarray(data, dtype=s.dtype).tobytes())
-                s.files[1].write(np.asarray(ts, dtype="<f8").tobytes())
+                s.files[1].write(ts.tobytes())
             s.n_samples += len(ts)
+
+    def _note_gaps(self, s: _StreamFiles, ts: np.ndarray) -> None:
+        sfreq = float(s.header["sfreq"])
+        if sfreq <= 0:
+            return
+        prev = np.r_[s.last_ts, ts] if s.last_ts is not None else ts
+        offset = s.n_samples - (1 if s.last_ts is not None else 0)
+        for g in find_gaps(prev, sfreq, self.cfg.gap_threshold_s):
+            gap = dataclasses.replace(g, stream=s.header["name"], at_sample=g.at_sample + offset)
+            self.gaps.append(gap)
+            logger.warning("%s: gap of %d samples (%.3f s) before recorded sample %d",
+                           gap.stream, gap.n_samples, gap.seconds, gap.at_sample)
+        s.last_ts = float(ts[-1])
+
+    def _check_restart(self, s: _StreamFiles) -> None:
+        """A stalled stream whose outlet restarted under a new source_id: reconnect to it."""
+        import pylsl
+
+        if s.watch is None:
+            return
+        now = pylsl.local_clock()
+        regular = float(s.header["sfreq"]) > 0
+        if (regular and now - s.last_data < self.cfg.reresolve_after_s) or now < s.next_watch:
+            return
+        s.next_watch = now + (0.1 if regular else 0.5)
+        info = s.watch.replacement()
+        if info is None:
+            return
+        try:
+            inlet = pylsl.StreamInlet(info, max_buflen=360, processing_flags=pylsl.proc_none)
+            full = inlet.info(timeout=1.0)
+            inlet.open_stream(timeout=1.0)
+        except Exception as exc:  # not ready yet: the next check tries again
+            logger.warning("%s: reconnecting failed (%s); retrying", s.header["name"], exc)
+            return
+        self._pull(s)  # anything the old inlet still held
+        s.inlet.close_stream()
+        s.inlet = inlet
+        s.watch.close()
+        s.watch = StreamWatch(stream_meta(full), full.uid())
+        s.last_data = now
+        self.n_reconnects += 1
+        logger.warning("%s: the outlet restarted as source_id %r (was %r); recording continues",
+                       s.header["name"], full.source_id(), s.header["source_id"])
+
+
+@dataclass(frozen=True)
+class RecordedGap:
+    """A discontinuity in a recorded regular stream.
+
+    Attributes
+    ----------
+    at_sample : int
+        Recorded sample index (0-based, in the stream's own samples) of the
+        first sample after the gap; in the FIF, onset ``at_sample / sfreq``.
+    n_samples : int
+        Samples missing, from the timestamps: ``round(dt * sfreq) - 1``.
+    seconds : float
+        Timestamp step across the gap minus one period.
+    at_timestamp : float
+        Timestamp (the source's clock) of the first sample after the gap.
+    stream : str
+    """
+
+    at_sample: int
+    n_samples: int
+    seconds: float
+    at_timestamp: float
+    stream: str = ""
+
+
+def find_gaps(ts: np.ndarray, sfreq: float, threshold_s: float) -> list[RecordedGap]:
+    """Discontinuities in sample timestamps: steps more than ``threshold_s`` beyond ``1 / sfreq``.
+
+    Parameters
+    ----------
+    ts : ndarray, shape (n,), float64
+        Sample timestamps (s).
+    sfreq : float
+        Nominal rate (Hz).
+    threshold_s : float
+
+    Returns
+    -------
+    list of RecordedGap
+        ``at_sample`` indexes ``ts``.
+    """
+    if ts.size < 2:
+        return []
+    period = 1.0 / sfreq
+    steps = np.diff(ts)
+    out = []
+    for j in np.flatnonzero(steps - period > threshold_s):
+        dt = float(steps[j])
+        out.append(RecordedGap(int(j) + 1, max(0, int(round(dt * sfreq)) - 1), dt - period, float(ts[j + 1])))
+    return out
 
 
 def _write_durable(path: Path, text: str) -> None:
@@ -359,7 +475,14 @@ def read_recorder_dir(out_dir: str | Path) -> list[RecordedStream]:
     return out
 
 
-def finalize(out_dir: str | Path, formats: Sequence[str] = ("fif",)) -> dict[str, Path]:
+def gap_description(gap: RecordedGap) -> str:
+    """The FIF annotation text of a gap: ``"gap: N samples (S.SSS s)"``."""
+    return f"gap: {gap.n_samples} samples ({gap.seconds:.3f} s)"
+
+
+def finalize(
+    out_dir: str | Path, formats: Sequence[str] = ("fif",), gap_threshold_s: float = 0.02
+) -> dict[str, Path]:
     """Turn a recorder folder into ``<stream>_raw.fif`` per regular numeric stream (+ XDF).
 
     FIF: data in volts (units ``volts``/``microvolts``/``millivolts`` in the
@@ -368,6 +491,12 @@ def finalize(out_dir: str | Path, formats: Sequence[str] = ("fif",)) -> dict[str
     every string stream as an annotation (description = payload) at the EEG
     sample nearest its timestamp. The sample timestamps go to
     ``<stream>_timestamps.npy``; the raw files stay.
+
+    Gaps: every step in the sample timestamps more than ``gap_threshold_s``
+    beyond one period (the outlet was lost or restarted) is annotated at the
+    first sample after it, twice: ``EDGE boundary`` (MNE's mark for a
+    discontinuity, as ``concatenate_raws`` writes it) and
+    ``gap: N samples (S.SSS s)`` (:func:`gap_description`).
 
     Returns
     -------
@@ -413,6 +542,8 @@ def finalize(out_dir: str | Path, formats: Sequence[str] = ("fif",)) -> dict[str
             ),
             key=lambda m: m[0],
         )
+        onsets: list[float] = []
+        descriptions: list[str] = []
         if markers:
             mt = np.array([m[0] for m in markers])
             idx = nearest_index(ts, mt)
@@ -420,7 +551,16 @@ def finalize(out_dir: str | Path, formats: Sequence[str] = ("fif",)) -> dict[str
             if (~inside).any():
                 logger.warning("%s: %d marker(s) outside the recorded samples; kept at the edges",
                                h["name"], int((~inside).sum()))
-            raw.set_annotations(mne.Annotations(idx / sfreq, 0.0, [m[1] for m in markers]))
+            onsets += (idx / sfreq).tolist()
+            descriptions += [m[1] for m in markers]
+        for gap in find_gaps(ts, sfreq, gap_threshold_s):
+            # the samples either side are adjacent in the FIF: MNE's boundary annotation keeps
+            # its filters from running across, and the second one says how much is missing
+            onsets += [gap.at_sample / sfreq] * 2
+            descriptions += ["EDGE boundary", gap_description(gap)]
+            logger.warning("%s: %s at recorded sample %d", h["name"], gap_description(gap), gap.at_sample)
+        if onsets:
+            raw.set_annotations(mne.Annotations(onsets, 0.0, descriptions))
         stem = _safe(h["name"])
         fif = out_dir / f"{stem}_raw.fif"
         raw.save(fif, overwrite=True, fmt="single", verbose="error")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from .config import ReplayConfig
 from .readers import Recording, RecordingError
+from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def make_marker_info(name: str, source_id: str | None = None):
     return info
 
 
-class PacedStreamer:
+class PacedStreamer(Worker):
     """Push a chunk source to an EEG outlet and a marker outlet, paced on the LSL clock.
 
     The engine under :class:`Player` and the simulated headset.
@@ -124,8 +124,11 @@ class PacedStreamer:
 
     Notes
     -----
-    One background thread pushes; ``start``/``stop``/``wait`` are called from
-    one controlling thread. An error in the thread is re-raised by ``stop``/``wait``.
+    A :class:`~neuroimagen.stream.worker.Worker`: ``start`` creates the outlets
+    (visible on return) and one thread pushes; ``start``/``stop``/``wait`` are
+    called from one controlling thread. An error in the thread is re-raised by
+    ``stop``/``wait``. ``wait`` returning True means every sample was pushed
+    (and the linger passed); ``stop`` closes the outlets.
     """
 
     def __init__(
@@ -142,102 +145,51 @@ class PacedStreamer:
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        super().__init__(f"lsl-replay[{eeg_info.name()}]")
         self._eeg_info, self._marker_info = eeg_info, marker_info
         self._source = source
         self._sfreq, self._speed = float(sfreq), float(speed)
         self._n_total, self._chunk_size = n_total, int(chunk_size)
         self._wait_consumers_s = float(wait_for_consumers_s)
         self._linger_s = float(linger_s)
-        self._stop = threading.Event()
-        # Set by the thread itself when it ends. Waiting on this rather than on
-        # Thread.join(): on Python 3.11 a KeyboardInterrupt (our SIGTERM handler)
-        # landing inside join() can leave a live thread looking finished.
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
         self._outlet = self._marker_outlet = None
         self.n_pushed = 0
         self.n_markers_pushed = 0
         self.t0: float | None = None  # LSL timestamp of sample 0
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Create the outlets (visible on return) and start pushing."""
+    def _setup(self) -> None:
+        """Create the outlets (visible when start() returns)."""
         import pylsl
 
-        if self._thread is not None:
-            raise RuntimeError("already started")
+        self.n_pushed = self.n_markers_pushed = 0
+        self.t0 = None
         self._outlet = pylsl.StreamOutlet(self._eeg_info, self._chunk_size)
         if self._marker_info is not None:
             self._marker_outlet = pylsl.StreamOutlet(self._marker_info)
-        self._thread = threading.Thread(target=self._run_safe, name="lsl-replay", daemon=True)
-        self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop pushing, close the outlets; re-raise an error from the thread."""
-        self._stop.set()
-        self._join(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the end of the data (True) or the timeout (False); re-raise thread errors."""
-        if self._thread is None:
-            raise RuntimeError("not started")
-        done = self._done.wait(timeout)
-        if done:
-            self._join(0)
-        elif self._error is not None:
-            self._raise()
-        return done
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and not self._done.is_set()
-
-    def __enter__(self) -> PacedStreamer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _join(self, timeout: float | None) -> None:
-        if self._thread is not None:
-            if not self._done.wait(timeout):
-                raise RuntimeError(f"replay thread did not stop within {timeout} s")
-            self._thread.join(1.0)
+    def _on_stop(self) -> None:
         self._outlet = self._marker_outlet = None  # closes the outlets
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
 
     # ---------------------------------------------------------------- thread
-    def _run_safe(self) -> None:
-        try:
-            self._run()
-            if not self._stop.is_set():  # natural end: let consumers drain the tail
-                self._stop.wait(self._linger_s)
-        except BaseException as exc:  # stored, re-raised by stop()/wait()
-            logger.error("replay thread failed: %s", exc)
-            self._error = exc
-        finally:
-            self._done.set()
+    def _run(self) -> None:
+        self._push_all()
+        if not self.stopping:  # natural end: let consumers drain the tail
+            self._sleep(self._linger_s)
 
     def _wait_for_consumers(self) -> None:
         import pylsl
 
         deadline = pylsl.local_clock() + self._wait_consumers_s
         outlets = [o for o in (self._outlet, self._marker_outlet) if o is not None]
-        while not self._stop.is_set() and pylsl.local_clock() < deadline:
+        while not self.stopping and pylsl.local_clock() < deadline:
             if all(o.have_consumers() for o in outlets):
                 return
-            self._stop.wait(0.005)
-        if not self._stop.is_set():
+            self._sleep(0.005)
+        if not self.stopping:
             logger.warning("no consumer after %.1f s; streaming anyway", self._wait_consumers_s)
 
-    def _run(self) -> None:
+    def _push_all(self) -> None:
         import pylsl
 
         if self._wait_consumers_s > 0:
@@ -247,14 +199,14 @@ class PacedStreamer:
         t0 = pylsl.local_clock()
         self.t0 = t0
         k = 0
-        while not self._stop.is_set():
+        while not self.stopping:
             n = self._chunk_size if self._n_total is None else min(self._chunk_size, self._n_total - k)
             if n <= 0:
                 break
             # 1. wait until the chunk's last sample is due (schedule from t0: no drift)
             due = t0 + (k + n) / rate
             delay = due - pylsl.local_clock()
-            if delay > 0 and self._stop.wait(delay):
+            if delay > 0 and self._sleep(delay):
                 break
             # 2. push the chunk with explicit per-sample timestamps
             data, markers = self._source(k, n)
@@ -345,8 +297,14 @@ class Player(PacedStreamer):
         return data, markers
 
 
-def replay_file(path: str, cfg: ReplayConfig, name: str | None = None) -> Player:
-    """Read ``path`` and return a (not yet started) :class:`Player` for it."""
+def replay_file(
+    path: str, cfg: ReplayConfig, name: str | None = None, source_id: str | None = None
+) -> Player:
+    """Read ``path`` and return a (not yet started) :class:`Player` for it.
+
+    ``source_id``: a fixed LSL source id, so that a restarted replay is the
+    same stream to LSL (consumers' ``recover`` reattaches); None: random.
+    """
     from .readers import read_recording
 
-    return Player(read_recording(path), name=name, cfg=cfg)
+    return Player(read_recording(path), name=name, cfg=cfg, source_id=source_id)

@@ -30,6 +30,7 @@ from functools import lru_cache
 import numpy as np
 
 from .config import SimulateConfig
+from .replay import PacedStreamer
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def marker_payload(k: int) -> str:
     return json.dumps({"image": f"sim_{k:06d}", "label": label, "class": f"n9{label:07d}", "index": k})
 
 
-class SimulatedHeadset:
+class SimulatedHeadset(PacedStreamer):
     """Stream :func:`simulate_eeg` as LSL (``cfg.name`` + ``<name>-markers``), paced in real time.
 
     Parameters
@@ -152,32 +153,37 @@ class SimulatedHeadset:
         Overrides ``cfg.name``.
     wait_for_consumers_s : float
         Hold the first sample until both outlets have a consumer (tests).
+    source_id : str | None
+        LSL source id (markers: ``<source_id>-markers``); a fixed one makes a
+        restarted headset the same stream to LSL. None: seed + random suffix.
 
     Notes
     -----
-    Same lifecycle as :class:`~neuroimagen.stream.replay.PacedStreamer`
-    (start/stop/wait/context manager; thread errors re-raised).
+    A :class:`~neuroimagen.stream.replay.PacedStreamer` (so a
+    :class:`~neuroimagen.stream.worker.Worker`: start/stop/wait/context manager;
+    thread errors re-raised).
     """
 
     def __init__(
         self, cfg: SimulateConfig | None = None, duration_s: float | None = None,
-        name: str | None = None, wait_for_consumers_s: float = 0.0,
+        name: str | None = None, wait_for_consumers_s: float = 0.0, source_id: str | None = None,
     ) -> None:
         import uuid
 
-        from .replay import PacedStreamer, make_marker_info, make_stream_info
+        from .replay import make_marker_info, make_stream_info
 
         self.cfg = cfg = cfg or SimulateConfig()
         self.name = name or cfg.name
         n = cfg.n_channels
         self.ch_names = sim_ch_names(n)
         self._interval = max(1, round(cfg.marker_interval_s * cfg.sfreq_hz))
-        sid = f"neuroimagen-sim-{cfg.seed}-{uuid.uuid4().hex[:8]}"
+        sid = source_id or f"neuroimagen-sim-{cfg.seed}-{uuid.uuid4().hex[:8]}"
+        self.source_id = sid
         eeg_info = make_stream_info(
             self.name, cfg.sfreq_hz, self.ch_names, ["eeg"] * n, ["volts"] * n, source_id=sid,
             extra={"simulated": "true", "seed": str(cfg.seed)},
         )
-        self._streamer = PacedStreamer(
+        super().__init__(
             eeg_info, make_marker_info(f"{self.name}-markers", f"{sid}-markers"), self._chunk,
             cfg.sfreq_hz,
             n_total=None if duration_s is None else round(duration_s * cfg.sfreq_hz),
@@ -196,23 +202,3 @@ class SimulatedHeadset:
             for k in range(first_k, (start + n - 1) // self._interval + 1)
         ]
         return data, markers
-
-    @property
-    def n_pushed(self) -> int:
-        return self._streamer.n_pushed
-
-    def start(self) -> None:
-        self._streamer.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._streamer.stop(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._streamer.wait(timeout)
-
-    def __enter__(self) -> SimulatedHeadset:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

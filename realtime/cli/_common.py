@@ -6,9 +6,11 @@ inside its own body, so ``neuroimagen --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,48 @@ def not_built_group(name: str, what: str, lands_with: str) -> click.Group:
         )
 
     return group
+
+
+class StopSignal:
+    """Which signal (SIGINT or SIGTERM) asked a long-running command to stop, if any."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum if self.signum else 0
+
+    def exit(self, message: str) -> None:
+        """Say in one line what was kept, then exit with the conventional status."""
+        click.echo(f"stopped by {self.name}: {message}", err=True)
+        raise click.exceptions.Exit(self.exit_code)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopSignal]:
+    """SIGINT and SIGTERM become one ``KeyboardInterrupt`` in the main thread, remembered.
+
+    The command catches it, stops cleanly (closes outlets, finalizes, writes
+    its report), then calls :meth:`StopSignal.exit`. A second signal while it
+    stops is ignored, so it cannot abort the clean stop halfway.
+    """
+    state = StopSignal()
+
+    def handler(signum: int, frame: object) -> None:
+        if state.signum is not None:
+            return
+        state.signum = signum
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)

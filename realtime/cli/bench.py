@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
 
-from ._common import common_options, section
+from ._common import common_options, section, stop_on_signals
 
 
 @click.group()
@@ -22,32 +23,58 @@ def bench() -> None:
 @click.option("--speed", type=float, default=0.0,
               help="capacity-phase push rate in x real time (0: as fast as the outlet can)")
 @click.option("--chunk-size", type=int, default=32, help="samples per pushed chunk")
+@click.option("--acquisition", type=click.Choice(["thread", "caller"]), default="thread",
+              help="thread: inlet thread + pipeline worker; caller: the worker pulls and processes in one thread")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the full result as JSON here ('-' for stdout only)")
 @common_options
 def stream_bench(duration_s: float, latency_duration_s: float, speed: float, chunk_size: int,
-                 json_path: Path | None, cfg_data: dict) -> None:
-    """Live chain: ingest capacity (x real time, lost samples) and window latency (p50/p99)."""
+                 acquisition: str, json_path: Path | None, cfg_data: dict) -> None:
+    """Live chain: ingest capacity (x real time, lost samples) and window latency (p50/p99).
+
+    Latency has two names: window ready (last sample pulled -> window ready; the
+    goal's figure) and timestamp to ready (last sample's LSL timestamp -> window ready).
+    """
     import json
 
     from neuroimagen.stream.bench import run_stream_bench
     from neuroimagen.stream.config import StreamConfig
 
     cfg = section(StreamConfig, cfg_data, "stream")
-    result = run_stream_bench(cfg, duration_s=duration_s, latency_duration_s=latency_duration_s,
-                              speed=speed, chunk_size=chunk_size)
+    result: dict = {}
+    with stop_on_signals() as stopped:
+        try:
+            run_stream_bench(cfg, duration_s=duration_s, latency_duration_s=latency_duration_s,
+                             speed=speed, chunk_size=chunk_size, acquisition=acquisition, out=result)
+        except KeyboardInterrupt:
+            stopped.signum = stopped.signum or signal.SIGINT
+            result["interrupted"] = stopped.name
     if json_path is not None and str(json_path) == "-":
         click.echo(json.dumps(result, indent=2))
-        return
-    if json_path is not None:
+    elif json_path is not None:
         json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if stopped.signum:
+        done = [k for k in ("capacity", "latency") if k in result] or ["no phase"]
+        kept = f"wrote {json_path}" if json_path is not None and str(json_path) != "-" else "no --json file asked for"
+        stopped.exit(f"bench interrupted; {' and '.join(done)} finished; {kept}")
+    if json_path is not None and str(json_path) == "-":
+        return
+    print_stream_bench(result)
+
+
+def print_stream_bench(result: dict) -> None:
+    """The bench's table: every figure needed to judge a run, with the machine's load."""
     from rich.console import Console
     from rich.table import Table
 
     cap, lat, goals = result["capacity"], result["latency"], result["goals"]
-    table = Table(title="neuroimagen bench stream (128 ch @ 1 kHz, one run)")
+    m0, m1 = result["machine"], result.get("machine_after", {})
+    table = Table(title=f"neuroimagen bench stream (128 ch @ 1 kHz, chunks of {result['chunk_size']}, "
+                        f"acquisition: {result['acquisition']}, one run)")
     for col in ("figure", "measured", "goal", "ratio"):
         table.add_column(col)
+    table.add_row("machine: CPUs / load average (1, 5, 15 min) before / after",
+                  f"{m0['cpu_count']} / {m0['loadavg_1_5_15']} / {m1.get('loadavg_1_5_15')}", "", "")
     capacity = min(cap["x_realtime_wall"], cap["x_realtime_one_core_cpu"])
     table.add_row("ingest capacity (x real time, wall)", f"{cap['x_realtime_wall']:.1f}", "", "")
     table.add_row("ingest capacity (x real time, 1 core CPU)", f"{cap['x_realtime_one_core_cpu']:.1f}", "", "")
@@ -56,10 +83,13 @@ def stream_bench(duration_s: float, latency_duration_s: float, speed: float, chu
     table.add_row("lost samples (counter)", str(cap["n_lost_samples"]), "0",
                   "ok" if cap["n_lost_samples"] == 0 and cap["counter_exact"] else "LOSS")
     table.add_row("windows (capacity phase)", f"{cap['n_windows']}/{cap['n_windows_expected']}", "", "")
-    table.add_row("latency p50 (ms)", f"{lat['latency_ms_p50']:.2f}", "", "")
-    table.add_row("latency p99 (ms)", f"{lat['latency_ms_p99']:.2f}", f"<= {goals['latency_ms_p99']:g}",
-                  f"{result['ratios']['latency_p99_goal_vs_measured']:.2f}")
-    table.add_row("latency max (ms)", f"{lat['latency_ms_max']:.2f}", "", "")
+    table.add_row("window ready p50 (ms; last sample pulled -> window)", f"{lat['window_ready_ms_p50']:.3f}", "", "")
+    table.add_row("window ready p99 (ms)", f"{lat['window_ready_ms_p99']:.3f}",
+                  f"<= {goals['window_ready_ms_p99']:g}",
+                  f"{result['ratios']['window_ready_p99_goal_vs_measured']:.2f}")
+    table.add_row("window ready max (ms)", f"{lat['window_ready_ms_max']:.3f}", "", "")
+    table.add_row("timestamp to ready p50 / p99 (ms; last sample's LSL timestamp -> window)",
+                  f"{lat['timestamp_to_ready_ms_p50']:.2f} / {lat['timestamp_to_ready_ms_p99']:.2f}", "", "")
     table.add_row("windows measured (latency phase)", str(lat["n_windows_measured"]), "", "")
     table.add_row("meets goals", str(result["meets_goals"]), "", "")
     Console().print(table)

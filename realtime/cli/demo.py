@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import click
 
-from ._common import common_options, section
+from ._common import common_options, section, stop_on_signals
 
 
 def default_cache_dir() -> Path:
@@ -94,19 +95,34 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
         if stats.last:
             last = stats.last
             t.add_row("last window", f"{last['image']}: true '{last['true']}', top-3 {last['top']}")
-        if s["latency_ms_p50"] is not None:
-            t.add_row("latency (last sample -> prediction)",
-                      f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms")
-        t.add_row("dropped windows / lost samples", f"{s['n_dropped_windows']} / {s['n_lost_samples']}")
+        if s["timestamp_to_prediction_ms_p50"] is not None:
+            t.add_row("end to end (last sample's timestamp -> prediction)",
+                      f"p50 {s['timestamp_to_prediction_ms_p50']:.1f} ms, "
+                      f"p99 {s['timestamp_to_prediction_ms_p99']:.1f} ms")
+        if s["window_ready_ms_p50"] is not None:
+            t.add_row("window ready (last sample pulled -> window)",
+                      f"p50 {s['window_ready_ms_p50']:.2f} ms, p99 {s['window_ready_ms_p99']:.2f} ms")
+        t.add_row("markers without a window / lost samples",
+                  f"{s['n_markers_dropped']} / {s['n_lost_samples']}")
         return t
 
-    with Live(table(DemoStats()), console=console, refresh_per_second=4, transient=False) as live:
-        stats = run_demo(root, decoder, stream_cfg, duration,
-                         on_update=lambda st: live.update(table(st)), speed=speed)
+    stats = DemoStats()
+    with stop_on_signals() as stopped, \
+            Live(table(stats), console=console, refresh_per_second=4, transient=False) as live:
+        try:
+            run_demo(root, decoder, stream_cfg, duration,
+                     on_update=lambda st: live.update(table(st)), speed=speed, stats=stats)
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: keep what was measured
+            stats.interrupted = stopped.name or "SIGINT"
+            stopped.signum = stopped.signum or signal.SIGINT
         live.update(table(stats))
     summary = stats.summary()
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2))
-        console.print(f"figures written to {json_path}")
+        if not stopped.signum:
+            console.print(f"figures written to {json_path}")
+    if stopped.signum:
+        kept = f"figures so far written to {json_path}" if json_path is not None else "no --json file asked for"
+        stopped.exit(f"demo ended after {summary['n_windows']} windows; {kept}")
     if summary["n_windows"] == 0:
         raise click.ClickException("no window was decoded: the LSL stream was not received")

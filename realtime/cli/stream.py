@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from ._common import common_options, section
+from ._common import StopSignal, common_options, section, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -20,36 +18,19 @@ def stream() -> None:
     """LSL streams: list, replay files, simulate a headset, record and finalize."""
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so both stop cleanly (outlets closed, recordings finalized)."""
-
-    fired = []
-
-    def handler(signum: int, frame: object) -> None:
-        if fired:  # a second SIGTERM must not abort the clean stop (closing, finalizing)
-            return
-        fired.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _run_until_done(runner, what: str) -> None:
-    """Start ``runner``, wait for its end, stop it on Ctrl-C/SIGTERM; errors become click errors."""
-    with _sigterm_as_interrupt():
+def _run_until_done(runner) -> StopSignal:
+    """Start ``runner``, wait for its end; SIGINT/SIGTERM stop it cleanly (returned, remembered)."""
+    with stop_on_signals() as stopped:
         try:
             runner.start()
             while not runner.wait(0.2):
                 pass
         except KeyboardInterrupt:
-            logger.info("%s: stopping", what)
+            if stopped.signum is None:  # a KeyboardInterrupt without our handler (not a signal)
+                stopped.signum = signal.SIGINT
         finally:
             runner.stop()
+    return stopped
 
 
 @stream.command("replay")
@@ -57,8 +38,11 @@ def _run_until_done(runner, what: str) -> None:
 @click.option("--name", default=None, help="EEG outlet name (default: stream.replay.name); markers: <name>-markers.")
 @click.option("--speed", type=float, default=None, help="Playback speed (default: stream.replay.speed).")
 @click.option("--loop/--no-loop", default=None, help="Restart at the end, timestamps continuing.")
+@click.option("--source-id", default=None,
+              help="LSL source id (default: random); a fixed one makes a restarted replay the same stream to LSL.")
 @common_options
-def replay(file: Path, name: str | None, speed: float | None, loop: bool | None, cfg_data: dict) -> None:
+def replay(file: Path, name: str | None, speed: float | None, loop: bool | None, source_id: str | None,
+           cfg_data: dict) -> None:
     """Replay FILE (FIF, EDF, BDF, BrainVision, EEGLAB, XDF, EEG-ImageNet .pth) as LSL."""
     from neuroimagen.stream.config import ReplayConfig, StreamConfig
     from neuroimagen.stream.readers import RecordingError
@@ -69,7 +53,7 @@ def replay(file: Path, name: str | None, speed: float | None, loop: bool | None,
     if updates:
         cfg = ReplayConfig.model_validate({**cfg.model_dump(), **updates})
     try:
-        player = replay_file(str(file), cfg, name=name)
+        player = replay_file(str(file), cfg, name=name, source_id=source_id)
     except (FileNotFoundError, RecordingError) as exc:
         raise click.ClickException(str(exc)) from None
     rec = player.recording
@@ -78,24 +62,32 @@ def replay(file: Path, name: str | None, speed: float | None, loop: bool | None,
         file, player.name, player.name, rec.n_channels, rec.sfreq, rec.n_times / rec.sfreq,
         len(rec.markers), cfg.speed, ", looping" if cfg.loop else "",
     )
-    _run_until_done(player, "replay")
-    logger.info("replay done: %d samples, %d markers pushed", player.n_pushed, player.n_markers_pushed)
+    stopped = _run_until_done(player)
+    done = f"{player.n_pushed} samples, {player.n_markers_pushed} markers pushed"
+    if stopped.signum:
+        stopped.exit(f"replay closed its outlets after {done}")
+    logger.info("replay done: %s", done)
 
 
 @stream.command("simulate")
 @click.option("--duration", "duration_s", type=float, default=None, help="Seconds to stream (default: until stopped).")
 @click.option("--name", default=None, help="Stream name (default: stream.simulate.name).")
+@click.option("--source-id", default=None,
+              help="LSL source id (default: seed + random); a fixed one makes a restarted headset the same stream to LSL.")
 @common_options
-def simulate(duration_s: float | None, name: str | None, cfg_data: dict) -> None:
+def simulate(duration_s: float | None, name: str | None, source_id: str | None, cfg_data: dict) -> None:
     """Simulated 128-ch 1 kHz headset (1/f + posterior alpha + line noise, in V) with stimulus markers."""
     from neuroimagen.stream.config import StreamConfig
     from neuroimagen.stream.simulate import SimulatedHeadset
 
     cfg = section(StreamConfig, cfg_data, "stream").simulate
-    sim = SimulatedHeadset(cfg, duration_s=duration_s, name=name)
+    sim = SimulatedHeadset(cfg, duration_s=duration_s, name=name, source_id=source_id)
     logger.info("simulating '%s' (+ '%s-markers'): %d ch at %g Hz, seed %d",
                 sim.name, sim.name, cfg.n_channels, cfg.sfreq_hz, cfg.seed)
-    _run_until_done(sim, "simulate")
+    stopped = _run_until_done(sim)
+    if stopped.signum:
+        stopped.exit(f"simulate closed its outlets after {sim.n_pushed} samples")
+    logger.info("simulate done: %d samples pushed", sim.n_pushed)
 
 
 @stream.command("record")
@@ -113,11 +105,18 @@ def record(out_dir: Path, names: tuple[str, ...], duration_s: float | None, cfg_
     recorder = Recorder(out_dir, cfg, stream_names=names or None, duration_s=duration_s,
                         resolved_config=cfg_data)
     try:
-        _run_until_done(recorder, "record")
+        stopped = _run_until_done(recorder)
     except (LookupError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from None
     for label, path in recorder.finalized.items():
         logger.info("wrote %s: %s", label, path)
+    stats = recorder.stats()
+    if stats["n_gaps"]:
+        logger.warning("%d gap(s) in the recording: %d samples, %.3f s in all (annotated in the FIF)",
+                       stats["n_gaps"], stats["n_gap_samples"], stats["gap_seconds"])
+    if stopped.signum:
+        kept = ", ".join(str(p) for p in recorder.finalized.values()) or f"raw files in {out_dir}"
+        stopped.exit(f"recording closed ({sum(recorder.n_samples.values())} samples); wrote {kept}")
 
 
 @stream.command("finalize")
@@ -132,7 +131,7 @@ def finalize(out_dir: Path, formats: tuple[str, ...], cfg_data: dict) -> None:
 
     cfg = section(StreamConfig, cfg_data, "stream").record
     try:
-        written = finalize_dir(out_dir, formats=formats or cfg.formats)
+        written = finalize_dir(out_dir, formats=formats or cfg.formats, gap_threshold_s=cfg.gap_threshold_s)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     for label, path in written.items():

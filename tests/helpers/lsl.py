@@ -81,6 +81,11 @@ class ChildOutlet:
         self.proc.kill()
         self.proc.wait(10)
 
+    def go(self) -> None:
+        """Release an outlet spawned with ``wait_go=True`` (its inlets are subscribed)."""
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
     def __enter__(self) -> ChildOutlet:
         return self
 
@@ -106,7 +111,7 @@ def spawn_outlet(
     backstep_every: int = 0,
     speed: float = 1.0,
     wait_consumer: bool = False,
-    hold_s: float = 0.0,
+    wait_go: bool = False,
     preprocessed: dict | None = None,
 ) -> ChildOutlet:
     """Start an outlet in a child process (real peer, separate liblsl instance).
@@ -117,8 +122,9 @@ def spawn_outlet(
     ``nonfinite_at`` (counter values that get NaN/inf), ``backstep_every``
     (every Nth chunk stamped 0.5 s in the past) and ``speed`` (pace multiple,
     0 = as fast as possible) inject faults; ``wait_consumer`` holds the first
-    sample until an inlet subscribes, then ``hold_s`` more (so inlets see the
-    counter from ``start``); ``preprocessed`` is written to the stream's
+    sample until an inlet subscribes, ``wait_go`` until :meth:`ChildOutlet.go`
+    (so every inlet the test started sees the counter from ``start``);
+    ``preprocessed`` is written to the stream's
     ``desc/neuroimagen/preprocessed``; see lsl_child_outlet.py.
     """
     assert "LSLAPICFG" in os.environ, "LSL tests must run with the loopback config"
@@ -129,10 +135,10 @@ def spawn_outlet(
         n_samples=n_samples, chunk_size=chunk_size, start=start, unit=unit,
         ch_names=ch_names, channel_format=channel_format, linger_s=linger_s,
         nonfinite_at=nonfinite_at, backstep_every=backstep_every, speed=speed,
-        wait_consumer=wait_consumer, hold_s=hold_s, preprocessed=preprocessed,
+        wait_consumer=wait_consumer, wait_go=wait_go, preprocessed=preprocessed,
     )
     proc = subprocess.Popen(
         [sys.executable, str(CHILD_SCRIPT), json.dumps(args)],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if wait_go else subprocess.DEVNULL,
     )
     return ChildOutlet(name=name, source_id=source_id, proc=proc, args=args)

@@ -10,8 +10,11 @@ Optional keys (absent: the plain counter stream):
   per-sample timestamps), making the stream's timestamps non-monotonic.
 - ``speed``: pace at ``speed * sfreq`` (0: as fast as possible).
 - ``preprocessed``: dict written to ``desc/neuroimagen/preprocessed`` (JSON values).
-- ``wait_consumer``: hold the first sample until an inlet has subscribed,
-  then ``hold_s`` seconds more (time for further inlets to subscribe).
+- ``wait_consumer``: hold the first sample until an inlet has subscribed
+  (polled, with a 30 s deadline).
+- ``wait_go``: hold the first sample until the test writes a line to stdin
+  (``ChildOutlet.go()``): the test says when every inlet it needs has
+  subscribed, instead of a fixed wait.
 """
 
 import json
@@ -45,7 +48,8 @@ def main() -> None:
         deadline = time.monotonic() + 30.0
         while not outlet.have_consumers() and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(a.get("hold_s") or 0.0)  # let further inlets subscribe too
+    if a.get("wait_go"):  # the test's signal: every inlet it needs is subscribed
+        sys.stdin.readline()
     nonfinite = set(a.get("nonfinite_at") or ())
     backstep = a.get("backstep_every") or 0
     speed = a.get("speed", 1.0)
