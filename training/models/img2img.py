@@ -458,7 +458,8 @@ def load_scheduler(
     """
     import diffusers
 
-    config = SchedulerMixin.load_config(str(path), **_load_kwargs(local_files_only, subfolder))
+    # any scheduler class reads the file (scheduler_config.json) as a plain dict
+    config = diffusers.DDPMScheduler.load_config(str(path), **_load_kwargs(local_files_only, subfolder))
     name = cls or config.get("_class_name")
     sched_cls = getattr(diffusers, str(name), None)
     if sched_cls is None or not (isinstance(sched_cls, type) and issubclass(sched_cls, SchedulerMixin)):
