@@ -36,7 +36,7 @@ def sys_info(cfg_data: dict) -> None:
 
 
 def _register() -> None:
-    from . import bench, data, demo, eval, stream
+    from . import bench, bundle, data, demo, eval, stream
 
     main.add_command(stream.stream)
     main.add_command(data.data)
@@ -46,9 +46,7 @@ def _register() -> None:
     main.add_command(
         not_built_group("train", "Train the extractors (contrastive encoder, GAN, CLIP alignment, MAE) and distil SD.", "the extractor and diffusion issues")
     )
-    main.add_command(
-        not_built_group("bundle", "Build, verify and inspect model bundles.", "the model-bundle issue")
-    )
+    main.add_command(bundle.bundle)
     main.add_command(
         not_built_group("export", "Export extractors and SD parts to ONNX / TensorRT with parity checks.", "the export issue")
     )

@@ -1,0 +1,53 @@
+"""Tiny random diffusion components (the diffusers get_dummy_components pattern)."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+
+
+def tiny_unet(
+    *, cross_attention_dim: int = 16, sd2: bool = False, time_cond_proj_dim: int | None = None,
+    seed: int = 0,
+) -> UNet2DConditionModel:
+    """SD1-shaped (attention_head_dim int) or SD2-shaped (per-block heads, linear projection)."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=8,
+        attention_head_dim=(2, 4) if sd2 else 4,
+        use_linear_projection=sd2,
+        time_cond_proj_dim=time_cond_proj_dim,
+    ).eval()
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    ).eval()
+
+
+def tiny_taesd(seed: int = 0) -> AutoencoderTiny:
+    torch.manual_seed(seed)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).eval()
