@@ -36,7 +36,7 @@ def sys_info(cfg_data: dict) -> None:
 
 
 def _register() -> None:
-    from . import bench, bundle, data, demo, eval, stream
+    from . import bench, bundle, data, demo, eval, run, stream
 
     main.add_command(stream.stream)
     main.add_command(data.data)
@@ -50,9 +50,7 @@ def _register() -> None:
     main.add_command(
         not_built_group("export", "Export extractors and SD parts to ONNX / TensorRT with parity checks.", "the export issue")
     )
-    main.add_command(
-        not_built_group("run", "Run the real-time engine on a live or replayed stream.", "the real-time engine issue")
-    )
+    main.add_command(run.run)
     main.add_command(
         not_built_group("gui", "The PyQt6 viewer: EEG, saliency, reconstruction, top-k, latency.", "the GUI issue")
     )

@@ -24,22 +24,115 @@ def default_cache_dir() -> Path:
     default=None,
     help="Where the demo's twin and decoder are kept (default: ~/.cache/neuroimagen/demo).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Twin seed.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Twin seed (linear demo; a bundle names its own twin).")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed (1 = real time).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the final figures as JSON.")
+              help="Write the final figures as JSON too.")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Model bundle folder (default: realtime.bundle, else the embedded one).")
+@click.option("--headless", is_flag=True, help="No GUI: the terminal table only.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Session folder: frames, top-k, EEG, metrics.json (default: sessions/demo-<date>-<time>).")
 @common_options
 def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_path: Path | None,
-         cfg_data: dict) -> None:
-    """Run the embedded default end to end: a synthetic-twin session streamed over LSL,
-    windowed and decoded live (GUI where a display exists once the GUI lands; headless now).
+         bundle_path: Path | None, headless: bool, out_dir: Path | None, cfg_data: dict) -> None:
+    """Run the embedded default end to end: a synthetic-twin session streamed over LSL and
+    reconstructed live (GUI where a display exists once the GUI lands; headless now).
 
     \b
-    1. make the small synthetic twin (first run only, ~10 s; cached in --workdir)
-    2. fit the linear baseline decoder on the twin's train split (first run only)
-    3. replay a twin session as an LSL headset + marker stream, connect like a live
-       client, cut marker-locked windows and decode each one; held-out images are scored
+    With a bundle (--bundle, realtime.bundle, or the embedded one):
+    1. make the bundle's twin (first run only; cached in --workdir)
+    2. replay a twin session as an LSL headset + marker stream
+    3. reconstruct every window with the real-time engine; held-out images are scored
+       live (class accuracy, SSIM, n-way); --out gets the frames and metrics.json
+    Without one: the same replay, decoded by the linear baseline (fitted once on the
+    twin's train split).
     """
+    from neuroimagen.realtime.config import RealtimeConfig
+    from neuroimagen.realtime.embedded import embedded_bundle
+
+    rt_cfg = section(RealtimeConfig, cfg_data, "realtime")
+    if bundle_path or rt_cfg.bundle or embedded_bundle():
+        _bundle_demo(duration, workdir, speed, json_path, bundle_path, headless, out_dir, cfg_data, rt_cfg)
+    else:
+        _linear_demo(duration, workdir, seed, speed, json_path, cfg_data)
+
+
+def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path: Path | None,
+                 bundle_path: Path | None, headless: bool, out_dir: Path | None, cfg_data: dict,
+                 rt_cfg) -> None:
+    import json
+    import logging
+
+    from rich.console import Console
+
+    from neuroimagen.realtime.demo import run_bundle_demo
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.training.config import TwinConfig
+    from neuroimagen.training.data.twin import make_twin
+
+    from .live import (
+        default_session_dir,
+        has_display,
+        load_backend_or_fail,
+        load_bundle_or_fail,
+        resolved_config,
+        run_with_table,
+    )
+    from .scoring import LiveScorer, twin_truth
+
+    log = logging.getLogger("neuroimagen.demo")
+    console = Console()
+    stream_cfg = section(StreamConfig, cfg_data, "stream")
+    bundle = load_bundle_or_fail(bundle_path, rt_cfg)
+    twin = bundle.manifest.provenance.twin
+    if twin is None:
+        raise click.ClickException(
+            f"bundle {bundle.manifest.name!r} was not trained on the synthetic twin, so the demo has no "
+            "session to replay; use `neuroimagen run --bundle PATH` on a live or replayed stream"
+        )
+    # 1. the bundle's twin (cached)
+    root = (workdir or default_cache_dir() / "demo") / f"twin-{twin.preset}-seed{twin.seed}"
+    if not (root / "twin.json").is_file():
+        console.print(f"[bold]1/3[/] making the {twin.preset} synthetic twin (seed {twin.seed}) in {root} ...")
+        make_twin(root, TwinConfig(preset=twin.preset, seed=twin.seed))
+    else:
+        console.print(f"[bold]1/3[/] using the twin in {root}")
+    if bundle.manifest.simulated:
+        log.warning("bundle %r was trained on SIMULATED EEG (the synthetic twin); it does not decode "
+                    "real brains", bundle.manifest.name)
+    # 2. the backend, warmed up by the engine; the true images for live scoring
+    backend = load_backend_or_fail(bundle, rt_cfg)
+    images, heldout = twin_truth(root)
+    scorer = LiveScorer(bundle.manifest.class_names, images, heldout)
+    if not headless and has_display():
+        log.warning("the GUI lands with its own issue; running headless in this terminal")
+    out = out_dir or default_session_dir("demo")
+    console.print(f"[bold]2/3[/] replaying a twin session over LSL; [bold]3/3[/] reconstructing every "
+                  f"window live for {duration:.0f} s into {out}")
+    config = resolved_config(cfg_data, stream=bundle.stream_config(stream_cfg), realtime=rt_cfg)
+    summary: dict = {}
+    stopped = run_with_table(
+        f"NeuroImagen demo: {bundle.manifest.name} on a replayed twin session",
+        lambda on_snapshot: run_bundle_demo(root, bundle, backend, stream_cfg, rt_cfg, out_dir=out,
+                                            resolved_config=config, duration_s=duration, speed=speed,
+                                            scorer=scorer, on_snapshot=on_snapshot, summary_out=summary),
+        summary,
+    )
+    backend.close()
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=1, default=str))
+    console.print(f"frames and metrics written to {out} (metrics.json)")
+    if stopped.signum:
+        stopped.exit(f"demo ended after {summary.get('n_frames', 0)} frames; session in {out}")
+    if not summary.get("n_frames"):
+        raise click.ClickException("no frame was reconstructed: the LSL stream was not received")
+
+
+def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float, json_path: Path | None,
+                 cfg_data: dict) -> None:
+    """The replay decoded by the linear baseline (no bundle in this install)."""
     import json
     import logging
 
@@ -75,6 +168,8 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
 
     # 3. live
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    log.warning("no model bundle (--bundle, realtime.bundle or an embedded one): decoding the replay "
+                "with the linear baseline instead of reconstructing images")
     if has_display:
         log.warning("the GUI lands with its own issue; running headless in this terminal")
     console.print(f"[bold]3/3[/] streaming over LSL and decoding live for {duration:.0f} s "

@@ -1,0 +1,143 @@
+"""Live scoring for ``run`` and ``demo``: the engine's scorer, built on training.eval.
+
+realtime may not import training.eval; this CLI module may, and hands the
+engine a :class:`LiveScorer` (the engine's ``Scorer`` protocol).
+
+A frame is scored when its marker names the image shown (``image`` stem) and
+that image is found among the true images (the twin's ``images/`` or
+``--stimuli DIR``):
+
+- class accuracy: the decoded top-1 (and top-k) class against the marker's
+  class (``label`` index into the bundle's class names, else ``class`` by name);
+- SSIM: the reconstruction against the true image resized to the frame's size
+  (training.eval.metrics.ssim);
+- n-way top-1 of the decoded class scores (training.eval.nway, the
+  MinD-Vis/DreamDiffusion protocol with the bundle's class scores as logits).
+
+Every figure is reported for held-out images (not in the bundle's training
+split, when known) and for all scored frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+N_WAY_TRIALS = 20
+
+
+class LiveScorer:
+    """Score frames against true images; thread-safe summary.
+
+    Parameters
+    ----------
+    class_names : sequence of str
+        The bundle's classes, in the order of its class scores.
+    images : mapping of stem -> path
+        The true images.
+    heldout : iterable of str | None
+        Stems not used in training (None: unknown; every scored image counts as held-out).
+    n_way : int
+        n-way size (at most the number of classes).
+    """
+
+    def __init__(self, class_names: Sequence[str], images: Mapping[str, Path],
+                 heldout: Iterable[str] | None = None, n_way: int = 50) -> None:
+        self.class_names = list(class_names)
+        self._index = {n: i for i, n in enumerate(self.class_names)}
+        self.images = dict(images)
+        self.heldout = set(heldout) if heldout is not None else None
+        self.n_way = max(2, min(n_way, len(self.class_names)))
+        self._gt_cache: dict[tuple[str, int, int], Any] = {}
+        self._lock = threading.Lock()
+        self._rows: dict[str, list[tuple[int, int, int, float]]] = {"heldout": [], "seen": []}
+        self._scores: dict[str, list[np.ndarray]] = {"heldout": [], "seen": []}
+        self.n_unscored = 0
+
+    def _true_class(self, marker: Mapping[str, Any]) -> int | None:
+        label = marker.get("label")
+        if isinstance(label, int | np.integer) and 0 <= int(label) < len(self.class_names):
+            return int(label)
+        name = marker.get("class")
+        return self._index.get(name) if isinstance(name, str) else None
+
+    def _gt(self, stem: str, h: int, w: int) -> Any:
+        from neuroimagen.training.eval.images import load_image
+
+        key = (stem, h, w)
+        if key not in self._gt_cache:
+            self._gt_cache[key] = load_image(self.images[stem], size=(h, w))[None]
+        return self._gt_cache[key]
+
+    def __call__(self, frame: Any) -> dict[str, Any]:
+        import torch
+
+        from neuroimagen.training.eval.metrics import ssim
+
+        stem = frame.marker.get("image")
+        true = self._true_class(frame.marker)
+        if not isinstance(stem, str) or stem not in self.images or true is None:
+            self.n_unscored += 1
+            return {}
+        h, w = frame.image.shape[:2]
+        pred = torch.from_numpy(frame.image).permute(2, 0, 1)[None].float() / 255.0
+        s = float(ssim(pred, self._gt(stem, h, w))[0]) if min(h, w) >= 11 else float("nan")
+        order = np.argsort(frame.class_scores)[::-1]
+        top1 = int(order[0] == true)
+        topk = int(true in order[: len(frame.top_k)])
+        split = "heldout" if self.heldout is None or stem in self.heldout else "seen"
+        with self._lock:
+            self._rows[split].append((top1, topk, true, s))
+            self._scores[split].append(np.asarray(frame.class_scores, dtype=np.float64))
+        return {"class_top1": top1, "class_topk": topk, "ssim": s, "heldout": split == "heldout",
+                "true_class": self.class_names[true]}
+
+    def _part(self, rows: list[tuple[int, int, int, float]], scores: list[np.ndarray]) -> dict[str, Any]:
+        from neuroimagen.training.eval.nway import n_way_top_k_from_logits
+
+        if not rows:
+            return {"n": 0, "class_top1": None, "class_topk": None, "ssim": None, "nway_top1": None}
+        a = np.asarray(rows, dtype=np.float64)
+        ssims = a[:, 3][np.isfinite(a[:, 3])]
+        # class scores are cosine similarities: a temperature makes the softmax rank-faithful
+        logits = np.stack(scores) * 10.0
+        nway = n_way_top_k_from_logits(logits, a[:, 2].astype(np.int64), n_way=self.n_way, top_k=1,
+                                       n_trials=N_WAY_TRIALS)
+        return {"n": len(rows), "class_top1": float(a[:, 0].mean()), "class_topk": float(a[:, 1].mean()),
+                "ssim": float(ssims.mean()) if ssims.size else None, "nway_top1": nway.mean,
+                "nway": self.n_way}
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            rows = {k: list(v) for k, v in self._rows.items()}
+            scores = {k: list(v) for k, v in self._scores.items()}
+        n_classes = len(self.class_names)
+        return {
+            "heldout": self._part(rows["heldout"], scores["heldout"]),
+            "seen": self._part(rows["seen"], scores["seen"]),
+            "all": self._part(rows["heldout"] + rows["seen"], scores["heldout"] + scores["seen"]),
+            "chance_class_top1": 1.0 / n_classes if n_classes else None,
+            "chance_nway_top1": 1.0 / self.n_way,
+            "n_unscored": self.n_unscored,
+            "heldout_known": self.heldout is not None,
+        }
+
+
+def twin_truth(twin_dir: str | Path) -> tuple[dict[str, Path], set[str]]:
+    """A twin's true images (stem -> path) and its held-out stems (not in the train split)."""
+    import json
+
+    from neuroimagen.training.data.eeg_imagenet import EEGImageNetDataset
+    from neuroimagen.training.eval.images import index_images
+
+    root = Path(twin_dir)
+    meta = json.loads((root / "twin.json").read_text())
+    files = meta["files"]
+    images = index_images(root / files["images"])
+    train = EEGImageNetDataset(root / files["eeg"], splits_path=root / files["splits"], split="train")
+    seen = {train.images[train.file.segments[i]["image"]] for i in train.indices}
+    return images, set(images) - seen
