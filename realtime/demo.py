@@ -166,6 +166,7 @@ def run_demo(
     # 2. replay as a headset would stream, then connect like a live client
     player = Player(recording, name=name, cfg=ReplayConfig(speed=speed, loop=True))
     player.start()
+    logger.info("replaying %s as LSL stream %r (+ %r)", recording.source, name, f"{name}-markers")
     try:
         with WindowPipeline(cfg, norm_stats=norm) as pipe:
             try:

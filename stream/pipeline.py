@@ -226,10 +226,13 @@ class WindowPipeline(Worker):
                 or f"{self.eeg_name or cfg.inlet.name or meta.name}-markers"
             )
             self.marker_inlet = MarkerInlet(name, self.inlet.cfg)
-            self.marker_inlet.start(thread=thread)
-        # 6. warm up (first calls allocate and load), then let data flow
+        # 6. warm up (first calls allocate and load), then let data flow: the EEG first, so
+        #    that every marker received has its samples (a marker that came before the EEG
+        #    subscription would only be dropped as "no onset sample")
         self._warm_up()
         self.inlet.start(thread=thread)
+        if self.marker_inlet is not None:
+            self.marker_inlet.start(thread=thread)
         self._clock = pylsl.local_clock
         self._started = True
 

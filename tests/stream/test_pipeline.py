@@ -210,3 +210,69 @@ def test_windows_never_straddle_a_recover_and_stay_exact(lsl_loopback):
         c0 = int(counter[w.first_sample])
         assert int(counter[w.first_sample + N_TIMES - 1]) == c0 + N_TIMES - 1
         np.testing.assert_array_equal(w.data, src[:, c0 : c0 + N_TIMES])
+
+
+def test_caller_acquisition_gives_the_same_exact_windows(lsl_loopback):
+    """acquisition='caller': no acquisition thread; each poll() pulls first, in this thread."""
+    with _spawn() as child, WindowPipeline(_cfg(**RAW), eeg_name=child.name, acquisition="caller") as pipe:
+        assert not pipe.inlet.running
+        windows = _collect(pipe, N_EXPECTED)
+    src = _source_volts(N_SAMPLES)
+    assert [w.first_sample for w in windows] == [k * HOP for k in range(N_EXPECTED)]
+    for w in windows:
+        np.testing.assert_array_equal(w.data, src[:, w.first_sample : w.first_sample + N_TIMES])
+
+
+def test_restart_after_stop_counts_afresh(lsl_loopback):
+    from helpers.lsl import unique_name
+
+    name = unique_name("pipe-restart")
+    with spawn_outlet(name, n_channels=129, sfreq=1000.0, n_samples=None, ch_names=STREAM_NAMES,
+                      unit="microvolts", chunk_size=16):
+        pipe = WindowPipeline(_cfg(**RAW), eeg_name=name)
+        with pipe:
+            first = _collect(pipe, 3)
+        with pipe:  # the outlet kept going: a stale last timestamp would make this "a gap"
+            assert pipe.n_windows == 0 and pipe.n_segments == 1
+            again = _collect(pipe, 3)
+            stats = pipe.stats
+    assert first[0].first_sample == 0 and again[0].first_sample == 0
+    assert stats["gaps"] == [] and stats["n_gap_samples"] == 0 and stats["n_segments"] == 1
+    assert stats["n_windows"] == len(again) and stats["n_lost_samples"] == 0
+
+
+def _nan_outlet():
+    # sample 600 is NaN/inf: an inlet with on_nonfinite='raise' fails there
+    return spawn_outlet(n_channels=129, sfreq=1000.0, n_samples=N_SAMPLES, ch_names=STREAM_NAMES,
+                        unit="microvolts", wait_consumer=True, chunk_size=16, nonfinite_at=[600])
+
+
+def test_poll_re_raises_the_inlet_error(lsl_loopback):
+    from neuroimagen.stream.inlet import NonFiniteError
+
+    cfg = _cfg(**RAW).model_copy(update={"inlet": _cfg().inlet.model_copy(update={"on_nonfinite": "raise"})})
+    with _nan_outlet() as child:
+        pipe = WindowPipeline(cfg, eeg_name=child.name)
+        pipe.start()
+        try:
+            with pytest.raises(NonFiniteError, match="at sample 600"):
+                wait_until(lambda: pipe.poll() and False, timeout=30, message="the inlet error")
+        finally:
+            with pytest.raises(NonFiniteError):
+                pipe.stop()
+
+
+def test_latest_re_raises_the_worker_error_instead_of_none_forever(lsl_loopback):
+    from neuroimagen.stream.inlet import NonFiniteError
+
+    cfg = _cfg(**RAW).model_copy(update={"inlet": _cfg().inlet.model_copy(update={"on_nonfinite": "raise"})})
+    with _nan_outlet() as child:
+        pipe = WindowPipeline(cfg, eeg_name=child.name, run_worker=True)
+        pipe.start()
+        try:
+            with pytest.raises(NonFiniteError, match="at sample 600"):
+                wait_until(lambda: pipe.latest(timeout=0.5) and False, timeout=30, message="the worker error")
+            assert not pipe.running
+        finally:
+            with pytest.raises(NonFiniteError):
+                pipe.stop()

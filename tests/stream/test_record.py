@@ -157,9 +157,128 @@ def test_cli_record_finalizes_on_sigterm(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert proc.returncode == 0, output
+    assert proc.returncode == 128 + signal.SIGTERM, output  # the shell's convention: 143
+    assert "stopped by SIGTERM: recording closed" in output and "_raw.fif" in output
     fif = next(out.glob("*_raw.fif"))
     raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
     assert raw.info["sfreq"] == 500.0 and raw.n_times >= 200
     _counter_check(raw, n_ch)
     assert (out / "config.yaml").is_file()
+
+
+def test_clock_offset_timeout_is_survived(caplog) -> None:
+    """pylsl 1.18 has TimeoutError in pylsl.util only: the recorder must catch that one."""
+    import logging
+
+    import pylsl
+
+    from neuroimagen.stream.record import Recorder
+
+    class SilentInlet:
+        def time_correction(self, timeout: float) -> float:
+            raise pylsl.util.TimeoutError("the operation failed due to a timeout.")
+
+    class Answering:
+        def time_correction(self, timeout: float) -> float:
+            return 0.25
+
+    class Sink:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, b: bytes) -> None:
+            self.data += b
+
+    rec = Recorder("unused")
+    silent, answering = Sink(), Sink()
+    rec._streams = [
+        type("S", (), {"inlet": SilentInlet(), "files": [silent], "header": {"name": "gone"}})(),
+        type("S", (), {"inlet": Answering(), "files": [answering], "header": {"name": "here"}})(),
+    ]
+    caplog.set_level(logging.WARNING, logger="neuroimagen.stream.record")
+    rec._clock_offsets()  # AttributeError here before the fix (pylsl.TimeoutError)
+    assert silent.data == b"" and "gone: no clock offset this time" in caplog.text
+    assert np.frombuffer(answering.data, dtype="<f8")[1] == 0.25  # the other stream still gets its offset
+
+
+@pytest.mark.slow
+def test_outlet_killed_and_restarted_is_recorded_with_the_gap_annotated(tmp_path: Path) -> None:
+    """kill -9 the outlet during `stream record`, restart it under the same name (a new
+    source_id): the recorder and a live pipeline both reconnect; the finalized FIF holds both
+    parts with the gap annotated, and the pipeline's stats report the same gap."""
+    import threading
+
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.stream.montage import montage_ch_names
+    from neuroimagen.stream.pipeline import WindowPipeline
+
+    names = ["counter", *montage_ch_names()]
+    kw = dict(n_channels=len(names), sfreq=1000.0, ch_names=names, unit="microvolts", chunk_size=10)
+    name = unique_name("restart")
+    out = tmp_path / "restarted"
+    a = spawn_outlet(name, n_samples=None, **kw)
+    proc = subprocess.Popen(_cli("stream", "record", "--out", str(out), "--stream", name),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "300"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    cfg = StreamConfig.model_validate({"inlet": {"resolve_timeout_s": 10.0},
+                                       "windowing": {"mode": "sliding"}})
+    pipe = WindowPipeline(cfg, eeg_name=name)
+    b = None
+    try:
+        pipe.start()
+        data_bin = lambda: next(iter((out / "streams").glob("*/data.bin")), None)  # noqa: E731
+        wait_until(lambda: data_bin() is not None and data_bin().stat().st_size >= 1000 * len(names) * 4
+                   and pipe.poll() is not None and pipe.inlet.n_received >= 1000,
+                   timeout=40.0, message="1 s recorded and received")
+        a.kill()  # SIGKILL: no goodbye
+        # the same name and type, another source_id (liblsl's recover cannot reattach); it holds
+        # its first sample until both consumers are back, so that both see the same gap
+        b = spawn_outlet(name, n_samples=None, start=100_000, wait_go=True, **kw)
+        wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_reconnects == 1
+                   and any("restarted as source_id" in line for line in lines),
+                   timeout=40.0, message=lambda: f"both reconnected (pipeline {pipe.stats}, recorder {lines[-3:]})")
+        b.go()
+        n_at_gap = pipe.inlet.n_received
+        wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_received >= n_at_gap + 1000,
+                   timeout=40.0, message="1 s after the restart")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        reader.join(10)
+        stats = pipe.stats
+    finally:
+        pipe.stop()
+        for child in (a, b):
+            if child is not None:
+                child.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    # 1. the pipeline: one gap, at the reconnect, sized in samples and seconds
+    assert stats["n_reconnects"] == 1 and len(stats["gaps"]) == 1, stats
+    gap = stats["gaps"][0]
+    assert gap["reconnected"] and gap["n_samples"] > 0 and gap["seconds"] > 0
+    assert stats["n_gap_samples"] == gap["n_samples"] and stats["gap_seconds"] == gap["seconds"]
+    # 2. the FIF holds both parts: the first outlet's counter, then the second's
+    raw = mne.io.read_raw_fif(next(out.glob("*_raw.fif")), preload=True, verbose="error")
+    counter = np.round(raw.get_data(picks=[0])[0] * 1e6).astype(np.int64)  # sent as "microvolts"
+    k = int(np.flatnonzero(counter >= 100_000)[0])
+    np.testing.assert_array_equal(counter[:k], np.arange(counter[0], counter[0] + k))
+    np.testing.assert_array_equal(counter[k:], np.arange(100_000, 100_000 + counter.size - k))
+    assert counter.size - k >= 1000
+    # 3. ... with the gap annotated at the first sample of the second part
+    ann = [(round(o * 1000), d) for o, d in zip(raw.annotations.onset, raw.annotations.description, strict=True)]
+    gaps = [(o, d) for o, d in ann if d.startswith("gap: ")]
+    assert (k, "EDGE boundary") in ann and len(gaps) == 1 and gaps[0][0] == k, ann
+    n_fif = int(gaps[0][1].split()[1])
+    seconds_fif = float(gaps[0][1].split("(")[1].split()[0])
+    # 4. the same gap: both consumers saw the last sample before and the first after; the
+    #    recorder sizes it from the outlet's own timestamps, the pipeline from its dejittered,
+    #    clock-corrected ones, so the two may differ by the dejitter's sub-millisecond smoothing
+    assert abs(n_fif - gap["n_samples"]) <= 1, (n_fif, gap)
+    assert seconds_fif == pytest.approx(gap["seconds"], abs=2e-3)
+    assert "gap of" in output and "annotated in the FIF" in output

@@ -187,13 +187,23 @@ def test_real_time_pacing_without_drift() -> None:
     name = unique_name("pace")
     with player(rec, name, chunk_s=0.005) as p:
         rx = Receiver(name)
-        _, ts = rx.collect(1000)
-        t_end = pylsl.local_clock()
+        arrivals: list[tuple[float, float]] = []  # (newest timestamp pulled, local clock then)
+
+        def poll() -> int:
+            n = rx.n
+            rx.poll()
+            if rx.n > n:
+                arrivals.append((float(rx.ts[-1][-1]), pylsl.local_clock()))
+            return rx.n
+
+        wait_until(lambda: poll() >= 1000, 20.0, message=lambda: f"1000 samples (have {rx.n})")
         assert p.wait(5.0)
-    # stamps are t0 + i / sfreq exactly, and the last one arrived about on time
+    ts = np.concatenate(rx.ts)
+    # stamps are t0 + i / sfreq exactly: no drift, whatever the sleeps did
     np.testing.assert_allclose(ts - p.t0, np.arange(1000) / 1000.0, rtol=0, atol=1e-9)
-    elapsed = t_end - p.t0
-    assert 0.95 <= elapsed < 1.6, elapsed
+    # paced, not dumped: no sample reached us before it was due (a busy machine can only
+    # make samples later, so this cannot fail for load; a player pushing early fails it)
+    assert all(now >= newest for newest, now in arrivals), arrivals[:5]
 
 
 def test_preprocessed_pth_stream(tmp_path: Path) -> None:
@@ -252,8 +262,8 @@ def test_cli_replay_stops_cleanly_on_sigterm(real_eeg_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, out
-    assert "replay done" in out
+    assert proc.returncode == 128 + signal.SIGTERM, out  # the shell's convention: 143
+    assert "stopped by SIGTERM: replay closed its outlets after" in out
 
 
 def test_cli_replay_bad_input(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -267,27 +266,6 @@ def test_marker_validation():
 
 
 # --------------------------------------------------------------------------- speed
-
-
-def test_windowers_much_faster_than_real_time():
-    """128 channels at 1 kHz in 5-sample chunks (a quick check; the bench measures it)."""
-    n_total = 10_000  # 10 s of signal
-    rng = np.random.default_rng(0)
-    data = rng.standard_normal((128, n_total)).astype(np.float32)
-    ts = T0 + np.arange(n_total) / SFREQ
-    sliding = SlidingWindower(128, 440, 50, sfreq=SFREQ)
-    marker = MarkerLockedWindower(128, 440, 20, SFREQ)
-    for k in range(1, 20):
-        marker.add_marker(ts[k * 500], str(k))
-    t0 = time.perf_counter()
-    n_win = 0
-    for i in range(0, n_total, 5):
-        n_win += len(sliding.push(data[:, i : i + 5], ts[i : i + 5]))
-        n_win += len(marker.push(data[:, i : i + 5], ts[i : i + 5]))
-    elapsed = time.perf_counter() - t0
-    assert n_win == (n_total - 440) // 50 + 1 + 19
-    # >= 20x real time with a wide margin for a shared CI machine (typically ~200x)
-    assert elapsed < 10.0 / 20, f"windowing 10 s of 128-ch data took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("speed", [0.5, 2.0, 4.0])
