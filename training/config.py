@@ -84,3 +84,256 @@ def load_training_config(
     config: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> TrainingConfig:
     return load_section(TrainingConfig, "training", config, overrides)
+
+
+# --------------------------------------------------------------------------- training stages
+# (``neuroimagen train <stage>``; presets in configs/train/<stage>-<preset>.yaml)
+#
+# Each model section mirrors its model class's constructor (tests/training/test_train_config.py
+# checks that the fields and the signature agree), so a preset's model section is exactly
+# the config.json the model folder will hold.
+
+
+class TrainerConfig(FrozenConfig):
+    """The optimisation loop every stage shares (accelerate: one CPU, one GPU, or ``accelerate launch``)."""
+
+    max_steps: int = Field(1000, gt=0, description="optimizer steps")
+    batch_size: int = Field(64, gt=0, description="global batch per micro-step, over all processes")
+    grad_accum_steps: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up, then cosine decay to lr_min_ratio")
+    lr_min_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+    log_every: int = Field(10, gt=0, description="steps between metrics.csv rows")
+    checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints (and at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    sample_every: int = Field(0, ge=0, description="steps between sample images (image stages; 0: end only)")
+    eval_every: int = Field(0, ge=0, description="steps between validation metrics (0: end only)")
+
+
+class StageDataConfig(FrozenConfig):
+    """Which windows a stage trains on (the twin, split by image)."""
+
+    split_index: int = Field(0, ge=0)
+    resample_n_times: int | None = Field(
+        None, gt=0, description="512 for DreamDiffusion-sized encoders (the stream layer's resample)"
+    )
+    train_on: Literal["train", "train+val"] = "train"
+    include_test_unlabelled: bool = Field(
+        False, description="MAE only: also pretrain on the test windows (no labels are used)"
+    )
+
+
+class MAEModelConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.mae.MaskedEEGAutoencoder`; paper: 1024/24/16, decoder 512/8/16."""
+
+    n_channels: int = 128
+    n_times: int = 440
+    patch_size: int = Field(4, gt=0)
+    dim: int = Field(1024, gt=0)
+    depth: int = Field(24, ge=1)
+    n_heads: int = Field(16, ge=1)
+    decoder_dim: int = Field(512, gt=0)
+    decoder_depth: int = Field(8, ge=1)
+    decoder_n_heads: int = Field(16, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    mask_ratio: float = Field(0.75, gt=0, lt=1)
+
+
+class PixelModelConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.pixel.PixelEncoder`."""
+
+    n_channels: int = 128
+    n_times: int = 440
+    n_temporal_filters: int = Field(8, gt=0)
+    temporal_kernel: int = Field(25, gt=0)
+    n_spatial_filters: int = Field(32, gt=0)
+    pool: int = Field(20, gt=0)
+    hidden_dim: int = Field(256, ge=0)
+    feature_dim: int = Field(128, gt=0)
+    dropout: float = Field(0.25, ge=0, lt=1)
+
+
+class NICEModelConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.nice.NICEEncoder` (proj_dim must equal the targets' width)."""
+
+    n_channels: int = 128
+    n_times: int = 440
+    n_filters: int = Field(40, gt=0)
+    temporal_kernel: int = Field(25, gt=0)
+    pool_kernel: int = Field(51, gt=0)
+    pool_stride: int = Field(5, gt=0)
+    proj_dim: int = Field(768, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    init_temperature: float = Field(0.07, gt=0)
+
+
+class FMRIPixelModelConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.pixel.FMRIPixelEncoder` (n_voxels comes from the data)."""
+
+    hidden_dim: int = Field(512, gt=0)
+    n_layers: int = Field(2, ge=1)
+    feature_dim: int = Field(128, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class ContrastiveLossConfig(FrozenConfig):
+    triplet_margin: float = Field(0.2, gt=0, description="pixel: triplet margin (cosine distance)")
+    triplet_label: list[Literal["class", "hemifield", "quadrant", "image"]] = Field(
+        default_factory=lambda: ["class", "quadrant"],
+        description="pixel: trials are positives when all these labels agree",
+    )
+    spread_weight: float = Field(
+        0.1, ge=0, description="pixel: weight of the term that keeps label groups from collapsing"
+    )
+    spread_t: float = Field(2.0, gt=0, description="pixel: uniformity temperature")
+
+
+class ContrastiveStageConfig(FrozenConfig):
+    """``neuroimagen train contrastive``: the pixel encoder (triplet) or NICE (InfoNCE)."""
+
+    stage: Literal["contrastive"] = "contrastive"
+    encoder: Literal["pixel", "nice"] = "pixel"
+    trainer: TrainerConfig = TrainerConfig()
+    data: StageDataConfig = StageDataConfig()
+    pixel: PixelModelConfig = PixelModelConfig()
+    nice: NICEModelConfig = NICEModelConfig()
+    fmri: FMRIPixelModelConfig = FMRIPixelModelConfig()
+    loss: ContrastiveLossConfig = ContrastiveLossConfig()
+
+
+class SaliencyGeneratorConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.saliency.SaliencyGenerator` (feature_dim from the encoder)."""
+
+    noise_dim: int = Field(0, ge=0)
+    base_channels: int = Field(256, gt=0)
+    image_size: int = Field(64, ge=8)
+
+
+class SaliencyDiscriminatorConfig(FrozenConfig):
+    base_channels: int = Field(32, gt=0)
+
+
+class SaliencyLossConfig(FrozenConfig):
+    adversarial_weight: float = Field(0.05, ge=0)
+    ssim_weight: float = Field(1.0, ge=0)
+    l1_weight: float = Field(1.0, ge=0)
+    diffaugment: bool = Field(True, description="translation + colour + cutout on both D inputs")
+    d_lr_ratio: float = Field(1.0, gt=0, description="discriminator lr / generator lr")
+    encoder_lr_ratio: float = Field(
+        0.0, ge=0, description="0: the pixel encoder is frozen; >0: fine-tuned at lr * ratio"
+    )
+
+
+class SaliencyStageConfig(FrozenConfig):
+    """``neuroimagen train saliency``: the conditional GAN on a trained pixel encoder's features."""
+
+    stage: Literal["saliency"] = "saliency"
+    trainer: TrainerConfig = TrainerConfig()
+    data: StageDataConfig = StageDataConfig()
+    generator: SaliencyGeneratorConfig = SaliencyGeneratorConfig()
+    discriminator: SaliencyDiscriminatorConfig = SaliencyDiscriminatorConfig()
+    loss: SaliencyLossConfig = SaliencyLossConfig()
+
+
+class SemanticModelConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.semantic.SemanticExtractor` (n_tokens, width from the targets)."""
+
+    n_channels: int = 128
+    n_times: int = 440
+    patch_size: int = Field(4, gt=0)
+    dim: int = Field(1024, gt=0)
+    depth: int = Field(24, ge=1)
+    n_heads: int = Field(16, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class FMRISemanticModelConfig(FrozenConfig):
+    hidden_dim: int = Field(1024, gt=0)
+    n_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    token_dim: int = Field(64, gt=0)
+
+
+class SemanticLossConfig(FrozenConfig):
+    l2_weight: float = Field(1.0, ge=0, description="squared L2 to the class tokens and pooled (NeuroImagen)")
+    contrastive_weight: float = Field(
+        1.0, ge=0, description="CLIP-style InfoNCE of pooled vs the class embeddings (DreamDiffusion)"
+    )
+    temperature: float = Field(0.05, gt=0)
+    shuffle_labels: bool = Field(False, description="control: train on permuted labels (must stay at chance)")
+
+
+class SemanticStageConfig(FrozenConfig):
+    """``neuroimagen train semantic``: EEG -> the generator's conditioning space."""
+
+    stage: Literal["semantic"] = "semantic"
+    trainer: TrainerConfig = TrainerConfig()
+    data: StageDataConfig = StageDataConfig()
+    model: SemanticModelConfig = SemanticModelConfig()
+    fmri: FMRISemanticModelConfig = FMRISemanticModelConfig()
+    loss: SemanticLossConfig = SemanticLossConfig()
+    width: int | None = Field(
+        None, gt=0, description="conditioning width; None: the targets' (768). Smaller: a fixed random "
+        "orthonormal projection of the targets (for tiny generators)"
+    )
+    n_tokens: int | None = Field(None, gt=0, description="None: the targets' (77); fewer: the first n")
+
+
+class MAEStageConfig(FrozenConfig):
+    """``neuroimagen train mae``: masked signal pretraining on unlabelled windows."""
+
+    stage: Literal["mae"] = "mae"
+    trainer: TrainerConfig = TrainerConfig()
+    data: StageDataConfig = StageDataConfig()
+    model: MAEModelConfig = MAEModelConfig()
+
+
+STAGE_CONFIGS: dict[str, type[FrozenConfig]] = {
+    "mae": MAEStageConfig,
+    "contrastive": ContrastiveStageConfig,
+    "saliency": SaliencyStageConfig,
+    "semantic": SemanticStageConfig,
+}
+
+#: the shipped stage presets: configs/train/<stage>-<preset>.yaml
+STAGE_PRESETS = ("tiny", "demo", "paper")
+
+
+def stage_preset_path(stage: str, preset: str) -> Path:
+    """The shipped YAML of a stage preset (``configs/train/<stage>-<preset>.yaml``)."""
+    from neuroimagen.stream.config import ConfigError, shipped_config_dirs
+
+    name = f"{stage}-{preset}.yaml"
+    for folder in shipped_config_dirs():
+        if (folder / "train" / name).is_file():
+            return folder / "train" / name
+    raise ConfigError(f"no shipped preset {name!r} (presets: {', '.join(STAGE_PRESETS)})")
+
+
+def load_stage_config(stage: str, preset: str | Path = "demo", overrides: Iterable[str] = ()):
+    """A stage's validated config: a shipped preset name or a YAML file, then ``key=value`` overrides.
+
+    Raises
+    ------
+    ConfigError
+        Unknown stage, preset or key (the message names it), or an invalid value.
+    """
+    from neuroimagen.stream.config import ConfigError, _read_yaml, apply_overrides, validate_section
+
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_CONFIGS)}")
+    path = Path(preset)
+    if str(preset) in STAGE_PRESETS:
+        path = stage_preset_path(stage, str(preset))
+    elif not path.is_file():
+        raise ConfigError(f"preset {str(preset)!r} is neither a shipped preset ({', '.join(STAGE_PRESETS)}) "
+                          "nor a YAML file")
+    data = apply_overrides(_read_yaml(path), overrides)
+    if data.get("stage", stage) != stage:
+        raise ConfigError(f"{path}: a preset for stage {data['stage']!r}, not {stage!r}")
+    return validate_section(STAGE_CONFIGS[stage], data, f"train.{stage}")

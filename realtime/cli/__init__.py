@@ -36,16 +36,14 @@ def sys_info(cfg_data: dict) -> None:
 
 
 def _register() -> None:
-    from . import bench, bundle, data, demo, eval, run, stream
+    from . import bench, bundle, data, demo, eval, run, stream, train
 
     main.add_command(stream.stream)
     main.add_command(data.data)
     main.add_command(eval.eval_)
     main.add_command(bench.bench)
     main.add_command(demo.demo)
-    main.add_command(
-        not_built_group("train", "Train the extractors (contrastive encoder, GAN, CLIP alignment, MAE) and distil SD.", "the extractor and diffusion issues")
-    )
+    main.add_command(train.train)
     main.add_command(bundle.bundle)
     main.add_command(
         not_built_group("export", "Export extractors and SD parts to ONNX / TensorRT with parity checks.", "the export issue")

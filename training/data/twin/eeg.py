@@ -308,6 +308,7 @@ def evoked(
     layouts: np.ndarray,
     params,
     subject_rng: np.random.Generator,
+    record: dict | None = None,
 ) -> np.ndarray:
     """Stimulus-evoked activity of one subject's session, in volts.
 
@@ -322,6 +323,9 @@ def evoked(
         vep_snr, layout_snr, class_snr, noise_rms_uv.
     subject_rng : numpy Generator
         Draws the subject's gain, latency shift, channel gains and the trial jitter.
+    record : dict | None
+        If given, filled with the subject's draws (``gain``, ``latency_shift_s``,
+        ``ch_gain`` (n_channels,)): what the oracle decoder knows.
 
     Returns
     -------
@@ -337,6 +341,8 @@ def evoked(
     gain = subject_rng.uniform(0.8, 1.25)
     shift = subject_rng.uniform(-0.012, 0.012)
     ch_gain = np.exp(0.1 * subject_rng.standard_normal(n_ch))
+    if record is not None:
+        record.update(gain=float(gain), latency_shift_s=float(shift), ch_gain=ch_gain.tolist())
     # 2. trial-level jitter and coefficients
     amp_jit = np.exp(0.2 * subject_rng.standard_normal(n_tr))
     lat = shift + 0.004 * subject_rng.standard_normal(n_tr)

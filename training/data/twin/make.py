@@ -217,7 +217,8 @@ def make_twin(
         seq, onsets, segments, n_times = _session_plan(cfg.order, n_cls, n_img, rng, soa, pause)
         labels = img_labels[seq]
         data = background(model, n_times, SFREQ, segments, cfg, rng)
-        data += evoked(model, n_times, SFREQ, onsets, labels, lay_arr[seq], cfg, rng)
+        subject_params: dict = {}
+        data += evoked(model, n_times, SFREQ, onsets, labels, lay_arr[seq], cfg, rng, subject_params)
         payloads = [
             json.dumps({"image": stems[i], "label": int(img_labels[i]), "class": wnids[img_labels[i]],
                         "subject": subject})
@@ -246,6 +247,8 @@ def make_twin(
             "onsets": onsets.tolist(),
             "images": [stems[i] for i in seq],
             "segments": segments.tolist(),
+            # the subject's true gain, latency and channel gains (the oracle decoder's knowledge)
+            "subject_params": subject_params,
         })
 
     # 4. dataset normalisation: per-channel stats over the filtered recordings

@@ -1,0 +1,87 @@
+"""NeuroImagen's pixel-level feature extractor: EEG -> an L2-normalised feature vector.
+
+Trained with a triplet loss (semi-hard mining) plus a term that keeps classes
+apart (``training.train.losses``). Its features drive the saliency generator.
+Architecture: a temporal convolution (per channel), a spatial convolution over
+all channels, average pooling in time, and a linear projection.
+
+:class:`FMRIPixelEncoder` is the fMRI variant (an MLP over voxels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+__all__ = ["FMRIPixelEncoder", "PixelEncoder"]
+
+
+class PixelEncoder(ModelMixin, ConfigMixin):
+    """EEG window (B, n_channels, n_times) float32 -> features (B, feature_dim), unit L2 norm.
+
+    Parameters
+    ----------
+    n_channels, n_times : window shape
+    n_temporal_filters, temporal_kernel : first (temporal) convolution
+    n_spatial_filters : second convolution, across all channels
+    pool : average-pooling length in samples (20 = 20 ms at 1 kHz)
+    hidden_dim : 0 for a linear projection, else one hidden GELU layer
+    feature_dim, dropout
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        n_channels: int = 128,
+        n_times: int = 440,
+        n_temporal_filters: int = 8,
+        temporal_kernel: int = 25,
+        n_spatial_filters: int = 32,
+        pool: int = 20,
+        hidden_dim: int = 256,
+        feature_dim: int = 128,
+        dropout: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.temporal = nn.Sequential(
+            nn.Conv2d(1, n_temporal_filters, (1, temporal_kernel), padding=(0, temporal_kernel // 2)),
+            nn.BatchNorm2d(n_temporal_filters),
+        )
+        self.spatial = nn.Sequential(
+            nn.Conv2d(n_temporal_filters, n_spatial_filters, (n_channels, 1)),
+            nn.BatchNorm2d(n_spatial_filters),
+            nn.ELU(),
+            nn.AvgPool2d((1, pool)),
+            nn.Dropout(dropout),
+        )
+        n_flat = n_spatial_filters * (n_times // pool)
+        if hidden_dim:
+            self.proj = nn.Sequential(nn.Linear(n_flat, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                                      nn.Linear(hidden_dim, feature_dim))
+        else:
+            self.proj = nn.Linear(n_flat, feature_dim)
+
+    def forward(self, eeg: torch.Tensor) -> torch.Tensor:
+        x = self.spatial(self.temporal(eeg[:, None]))
+        return F.normalize(self.proj(x.flatten(1)), dim=-1)
+
+
+class FMRIPixelEncoder(ModelMixin, ConfigMixin):
+    """fMRI voxels (B, n_voxels) -> features (B, feature_dim), unit L2 norm; an MLP."""
+
+    @register_to_config
+    def __init__(self, n_voxels: int = 4096, hidden_dim: int = 512, n_layers: int = 2,
+                 feature_dim: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = n_voxels
+        for _ in range(n_layers):
+            layers += [nn.Linear(d, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(), nn.Dropout(dropout)]
+            d = hidden_dim
+        self.trunk = nn.Sequential(*layers, nn.Linear(d, feature_dim))
+
+    def forward(self, voxels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.trunk(voxels), dim=-1)

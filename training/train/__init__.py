@@ -1,0 +1,1 @@
+"""Trainers: every stage runs on accelerate through :func:`.common.run_stage`."""
