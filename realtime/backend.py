@@ -239,7 +239,8 @@ class TorchBackend:
                                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
         if cfg.precision == "fp16" and device != "cuda":
             raise BackendError("realtime.precision 'fp16' needs realtime.device 'cuda' (CPU runs fp32)")
-        dtype = torch.float16 if cfg.precision == "fp16" else torch.float32
+        # fp32: load as stored (a cast to the same dtype still makes diffusers warn)
+        dtype = torch.float16 if cfg.precision == "fp16" else None
         manifest = bundle.manifest
         try:
             models = {role: bundle.load_role(role, device=device, dtype=dtype) for role in ROLES}

@@ -348,6 +348,10 @@ class Engine:
             self.window_slot.wake()
             self.result_slot.wake()
         self._started = False
+        # what was cut but never shown: a window still in its slot when acquisition stopped
+        for slot in (self.window_slot, self.result_slot):
+            if slot.take(0.0) is not None:
+                self.metrics.count("n_unfinished_at_stop")
         if errors:
             raise errors[0]
 

@@ -69,7 +69,9 @@ class EngineMetrics:
         ``n_windows`` (windows the pipeline cut), ``n_frames`` (reconstructions
         published), ``n_dropped_windows`` (replaced in the window slot before the
         inference worker took them), ``n_dropped_frames`` (replaced in the
-        publisher's slot), ``n_frame_errors``.
+        publisher's slot), ``n_unfinished_at_stop`` (cut, neither shown nor dropped:
+        still in a slot when the engine stopped). ``n_windows == n_frames + n_dropped
+        + n_unfinished_at_stop`` once stopped.
     """
 
     def __init__(self) -> None:
@@ -107,7 +109,7 @@ class EngineMetrics:
         """JSON-ready: ``latency_ms`` (per stage and end to end), fps, counters, extra."""
         with self._lock:
             counters = dict(self.counters)
-        for key in ("n_windows", "n_frames", "n_dropped_windows", "n_dropped_frames", "n_frame_errors"):
+        for key in ("n_windows", "n_frames", "n_dropped_windows", "n_dropped_frames", "n_unfinished_at_stop"):
             counters.setdefault(key, 0)
         out: dict[str, Any] = {"latency_ms": {name: s.summary() for name, s in self.stages.items()}}
         out.update(self.fps())

@@ -44,7 +44,7 @@ def test_run_headless_writes_the_whole_session(lsl_loopback, tiny_bundle, tmp_pa
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
     n = m["n_frames"]
-    assert n >= 10 and m["n_windows"] == n + m["n_dropped_windows"] + m["n_dropped_frames"]
+    assert n >= 10 and m["n_windows"] == n + m["n_dropped"] + m["n_unfinished_at_stop"]
     for stage in ("pull", "preprocess", "extractors", "diffusion", "publish", "end_to_end"):
         assert set(m["latency_ms"][stage]) >= {"p50", "p95", "p99"}, stage
     assert m["fps"] > 0 and "warmup_ms" in m and m["health"]["ok"]
