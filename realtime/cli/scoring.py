@@ -54,8 +54,8 @@ class LiveScorer:
         self.n_way = max(2, min(n_way, len(self.class_names)))
         self._gt_cache: dict[tuple[str, int, int], Any] = {}
         self._lock = threading.Lock()
-        self._rows: dict[str, list[tuple[int, int, int, float]]] = {"heldout": [], "seen": []}
-        self._scores: dict[str, list[np.ndarray]] = {"heldout": [], "seen": []}
+        # per split: n, top-1 hits, top-k hits, n-way sum, SSIM sum, n with SSIM
+        self._sums = {"heldout": np.zeros(6), "seen": np.zeros(6)}
         self.n_unscored = 0
 
     def _true_class(self, marker: Mapping[str, Any]) -> int | None:
@@ -77,6 +77,7 @@ class LiveScorer:
         import torch
 
         from neuroimagen.training.eval.metrics import ssim
+        from neuroimagen.training.eval.nway import n_way_top_k_from_logits
 
         stem = frame.marker.get("image")
         true = self._true_class(frame.marker)
@@ -89,37 +90,35 @@ class LiveScorer:
         order = np.argsort(frame.class_scores)[::-1]
         top1 = int(order[0] == true)
         topk = int(true in order[: len(frame.top_k)])
+        # n-way per frame (seeded by its sequence number): the summary stays O(1) per call
+        # (class scores are cosine similarities: a temperature makes the softmax rank-faithful)
+        logits = np.asarray(frame.class_scores, dtype=np.float64)[None] * 10.0
+        nway = n_way_top_k_from_logits(logits, np.array([true]), n_way=self.n_way, top_k=1,
+                                       n_trials=N_WAY_TRIALS, seed=frame.seq).mean
         split = "heldout" if self.heldout is None or stem in self.heldout else "seen"
         with self._lock:
-            self._rows[split].append((top1, topk, true, s))
-            self._scores[split].append(np.asarray(frame.class_scores, dtype=np.float64))
-        return {"class_top1": top1, "class_topk": topk, "ssim": s, "heldout": split == "heldout",
-                "true_class": self.class_names[true]}
+            self._sums[split] += np.array([1.0, top1, topk, nway, 0.0, 0.0])
+            if np.isfinite(s):
+                self._sums[split][4:] += (s, 1.0)
+        return {"class_top1": top1, "class_topk": topk, "ssim": s, "nway_top1": nway,
+                "heldout": split == "heldout", "true_class": self.class_names[true]}
 
-    def _part(self, rows: list[tuple[int, int, int, float]], scores: list[np.ndarray]) -> dict[str, Any]:
-        from neuroimagen.training.eval.nway import n_way_top_k_from_logits
-
-        if not rows:
-            return {"n": 0, "class_top1": None, "class_topk": None, "ssim": None, "nway_top1": None}
-        a = np.asarray(rows, dtype=np.float64)
-        ssims = a[:, 3][np.isfinite(a[:, 3])]
-        # class scores are cosine similarities: a temperature makes the softmax rank-faithful
-        logits = np.stack(scores) * 10.0
-        nway = n_way_top_k_from_logits(logits, a[:, 2].astype(np.int64), n_way=self.n_way, top_k=1,
-                                       n_trials=N_WAY_TRIALS)
-        return {"n": len(rows), "class_top1": float(a[:, 0].mean()), "class_topk": float(a[:, 1].mean()),
-                "ssim": float(ssims.mean()) if ssims.size else None, "nway_top1": nway.mean,
-                "nway": self.n_way}
+    def _part(self, sums: np.ndarray) -> dict[str, Any]:
+        n, top1, topk, nway, ssim_sum, n_ssim = sums
+        if not n:
+            return {"n": 0, "class_top1": None, "class_topk": None, "ssim": None, "nway_top1": None,
+                    "nway": self.n_way}
+        return {"n": int(n), "class_top1": top1 / n, "class_topk": topk / n,
+                "ssim": ssim_sum / n_ssim if n_ssim else None, "nway_top1": nway / n, "nway": self.n_way}
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
-            rows = {k: list(v) for k, v in self._rows.items()}
-            scores = {k: list(v) for k, v in self._scores.items()}
+            sums = {k: v.copy() for k, v in self._sums.items()}
         n_classes = len(self.class_names)
         return {
-            "heldout": self._part(rows["heldout"], scores["heldout"]),
-            "seen": self._part(rows["seen"], scores["seen"]),
-            "all": self._part(rows["heldout"] + rows["seen"], scores["heldout"] + scores["seen"]),
+            "heldout": self._part(sums["heldout"]),
+            "seen": self._part(sums["seen"]),
+            "all": self._part(sums["heldout"] + sums["seen"]),
             "chance_class_top1": 1.0 / n_classes if n_classes else None,
             "chance_nway_top1": 1.0 / self.n_way,
             "n_unscored": self.n_unscored,
