@@ -56,7 +56,7 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
     if bundle_path or rt_cfg.bundle or embedded_bundle():
         _bundle_demo(duration, workdir, speed, json_path, bundle_path, headless, out_dir, cfg_data, rt_cfg)
     else:
-        _linear_demo(duration, workdir, seed, speed, json_path, cfg_data)
+        _linear_demo(duration, workdir, seed, speed, json_path, cfg_data, out_dir)
 
 
 def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path: Path | None,
@@ -131,7 +131,7 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
 
 
 def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float, json_path: Path | None,
-                 cfg_data: dict) -> None:
+                 cfg_data: dict, out_dir: Path | None = None) -> None:
     """The replay decoded by the linear baseline (no bundle in this install)."""
     import json
     import logging
@@ -216,6 +216,9 @@ def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float,
         json_path.write_text(json.dumps(summary, indent=2))
         if not stopped.signum:
             console.print(f"figures written to {json_path}")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     if stopped.signum:
         kept = f"figures so far written to {json_path}" if json_path is not None else "no --json file asked for"
         stopped.exit(f"demo ended after {summary['n_windows']} windows; {kept}")
