@@ -1,6 +1,9 @@
 """Child-process LSL outlet used by tests (see helpers.lsl.spawn_outlet).
 
 Run as ``python lsl_child_outlet.py '<json args>'``; LSLAPICFG is inherited.
+The sleeps in here are the outlet's own behaviour (pacing at ``speed * sfreq``,
+staying up ``linger_s`` so the tail is delivered), never a test's synchronisation:
+tests wait with helpers.wait_until, or release the outlet with ``wait_go``.
 
 Optional keys (absent: the plain counter stream):
 
