@@ -185,7 +185,7 @@ def run_stream_bench(
     speed: float = 0.0,
     sfreq: float = 1000.0,
     chunk_size: int = 32,
-    acquisition: str = "thread",
+    acquisition: str = "caller",
     out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure ingest capacity (x real time) and window latency of the live chain.
@@ -205,9 +205,11 @@ def run_stream_bench(
     sfreq : float
     chunk_size : int
         Samples per pushed chunk.
-    acquisition : {"thread", "caller"}
-        ``thread``: the inlet's acquisition thread feeds the pipeline's worker;
-        ``caller``: the worker pulls and processes in one thread.
+    acquisition : {"caller", "thread"}
+        ``caller`` (default): the pipeline's worker pulls and processes in one
+        thread, so no sample waits for a thread hand-off (wake-up + GIL) between
+        being pulled and being processed; ``thread``: the inlet's acquisition
+        thread feeds the worker through the ring buffer.
     out : dict | None
         Filled as the phases finish (what an interrupted run keeps); also returned.
 

@@ -417,12 +417,12 @@ class ChannelContract:
             np.matmul(self._matrix, data.astype(np.float32, copy=False), out=y)
         else:
             if data.dtype == np.float32:
-                np.take(data, self._index, axis=0, out=y)
+                np.take(data, self._index, axis=0, out=y, mode="clip")  # "raise" buffers out
             else:  # other stream formats: one conversion, as before
                 np.copyto(y, data[self._index], casting="unsafe")
             if self.scale_to_volts != 1.0:
                 y *= np.float32(self.scale_to_volts)
-        if self.resampler is not None:  # copies into its own history
+        if self.resampler is not None and not self.resampler.passthrough:  # copies into its history
             return self.resampler.process(y, timestamps)
         return (y.copy() if copy else y), timestamps.copy()
 

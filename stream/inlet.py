@@ -275,10 +275,11 @@ class StreamWatch:
     liblsl's ``recover`` reattaches an inlet by itself when the restarted outlet
     keeps the same source_id. An outlet restarted with a *new* source_id (a
     player or app that draws a random one per run) is a different stream to
-    liblsl: the inlet waits forever. This watches the stream's name in the
-    background (``pylsl.ContinuousResolver``, non-blocking to query) and offers
-    a replacement when the connected outlet (by its uid) is no longer visible
-    and another outlet with the same name and type is.
+    liblsl: the inlet waits forever. Once the stream has stalled, this watches
+    its name in the background (``pylsl.ContinuousResolver``, non-blocking to
+    query) and offers a replacement when the connected outlet (by its uid) is
+    no longer visible and another outlet with the same name and type is. While
+    data flows (:meth:`idle`) it sends no resolve queries at all.
 
     Parameters
     ----------
@@ -294,18 +295,25 @@ class StreamWatch:
 
     def __init__(self, meta: StreamMeta, uid: str, pinned_source_id: str | None = None,
                  forget_after_s: float = 1.0) -> None:
-        import pylsl
-
         self.meta = meta
         self.uid = uid
         self.pinned_source_id = pinned_source_id
-        self._resolver = pylsl.ContinuousResolver(
-            pred=f"name={_xpath_literal(meta.name)}", forget_after=forget_after_s
-        )
+        self._forget_after_s = float(forget_after_s)
+        self._resolver: Any = None
         self._refused: set[str] = set()
 
     def replacement(self) -> Any | None:
-        """A resolve result for the restarted stream, or None (still there, or nothing new)."""
+        """A resolve result for the restarted stream, or None (still there, or nothing new yet).
+
+        The first call after :meth:`idle` starts the background resolver, whose
+        results fill within about a second.
+        """
+        import pylsl
+
+        if self._resolver is None:
+            self._resolver = pylsl.ContinuousResolver(
+                pred=f"name={_xpath_literal(self.meta.name)}", forget_after=self._forget_after_s
+            )
         infos = self._resolver.results()
         if any(i.uid() == self.uid for i in infos):
             return None
@@ -326,8 +334,11 @@ class StreamWatch:
             return info
         return None
 
-    def close(self) -> None:
+    def idle(self) -> None:
+        """Data flows: stop the background resolver (no queries while all is well)."""
         self._resolver = None
+
+    close = idle
 
 
 def _incompatible(meta: StreamMeta, info: Any) -> str:
@@ -573,6 +584,8 @@ class EEGInlet(Worker):
         if n:
             self._ingest(data, ts, now)
             self._last_data = now
+            if self._watch is not None:
+                self._watch.idle()
         elif self._watch is not None and now - self._last_data >= self.cfg.reresolve_after_s \
                 and now >= self._next_watch:
             self._next_watch = now + 0.1
@@ -783,6 +796,7 @@ class MarkerInlet(Worker):
         self._watch: StreamWatch | None = None
         self._connected = False
         self._next_watch = 0.0
+        self._last_marker = 0.0
         self.n_received = 0
         self.n_dropped = 0
         self.n_reconnects = 0
@@ -821,6 +835,8 @@ class MarkerInlet(Worker):
             raise
 
     def _setup(self) -> None:
+        import pylsl
+
         cfg = self.cfg
         info = resolve_stream(self.name, self.stype, None, cfg.resolve_timeout_s)
         self._inlet, self.meta = self._open_inlet(info, cfg.resolve_timeout_s)
@@ -828,6 +844,7 @@ class MarkerInlet(Worker):
             self._markers.clear()
             self.n_received = self.n_dropped = self.n_reconnects = 0
         self._connected = True
+        self._last_marker = pylsl.local_clock()
         if cfg.reresolve_after_s is not None:
             self._watch = StreamWatch(self.meta, self._inlet.info().uid())
 
@@ -867,9 +884,12 @@ class MarkerInlet(Worker):
             raise ConnectionError(f"marker stream {self.name!r} was lost and recover is off") from exc
         if ts:
             self._ingest_markers(samples, ts)
+            self._last_marker = pylsl.local_clock()
+            if self._watch is not None:
+                self._watch.idle()
         elif self._watch is not None:
             now = pylsl.local_clock()
-            if now >= self._next_watch:
+            if now - self._last_marker >= self.cfg.reresolve_after_s and now >= self._next_watch:
                 self._next_watch = now + 0.5
                 info = self._watch.replacement()
                 if info is not None:

@@ -287,6 +287,8 @@ class Recorder(Worker):
             if len(ts) == 0:
                 return
             s.last_data = pylsl.local_clock()
+            if s.watch is not None:
+                s.watch.idle()
             if s.is_string:
                 lines = "".join(json.dumps([float(t), list(v)]) + "\n" for t, v in zip(ts, data, strict=True))
                 s.files[0].write(lines.encode("utf-8"))
@@ -317,10 +319,9 @@ class Recorder(Worker):
         if s.watch is None:
             return
         now = pylsl.local_clock()
-        regular = float(s.header["sfreq"]) > 0
-        if (regular and now - s.last_data < self.cfg.reresolve_after_s) or now < s.next_watch:
-            return
-        s.next_watch = now + (0.1 if regular else 0.5)
+        if now - s.last_data < self.cfg.reresolve_after_s or now < s.next_watch:
+            return  # data flows (or markers came lately); irregular streams are checked when silent
+        s.next_watch = now + (0.1 if float(s.header["sfreq"]) > 0 else 0.5)
         info = s.watch.replacement()
         if info is None:
             return

@@ -45,3 +45,19 @@ def test_bad_set_override_is_a_usage_error_naming_the_key():
     result = CliRunner().invoke(main, ["sys-info", "--set", "stream.inlet.bufsiz_s=3"])
     assert result.exit_code == 2
     assert "stream.inlet.bufsiz_s" in result.output and "bufsize_s" in result.output
+
+
+def test_sys_info_reports_pylsl_and_the_minimum_declared():
+    import inspect
+
+    import pylsl
+
+    from neuroimagen.realtime.sysinfo import collect, required_version
+
+    need = required_version("pylsl")
+    # pylsl added pull_chunk(as_numpy=...) in 1.18.5; the inlets and the recorder pass it
+    assert need == ">=1.18.5"
+    assert "as_numpy" in inspect.signature(pylsl.StreamInlet.pull_chunk).parameters
+    assert hasattr(pylsl.util, "TimeoutError") and hasattr(pylsl.util, "LostError")
+    info = collect()["pylsl"]
+    assert info.startswith(pylsl.__version__) and "needs >=1.18.5" in info

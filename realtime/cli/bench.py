@@ -23,7 +23,7 @@ def bench() -> None:
 @click.option("--speed", type=float, default=0.0,
               help="capacity-phase push rate in x real time (0: as fast as the outlet can)")
 @click.option("--chunk-size", type=int, default=32, help="samples per pushed chunk")
-@click.option("--acquisition", type=click.Choice(["thread", "caller"]), default="thread",
+@click.option("--acquisition", type=click.Choice(["thread", "caller"]), default="caller",
               help="thread: inlet thread + pipeline worker; caller: the worker pulls and processes in one thread")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the full result as JSON here ('-' for stdout only)")

@@ -1,13 +1,17 @@
 """Child-process LSL outlet used by tests (see helpers.lsl.spawn_outlet).
 
 Run as ``python lsl_child_outlet.py '<json args>'``; LSLAPICFG is inherited.
+The sleeps in here are the outlet's own behaviour (pacing at ``speed * sfreq``,
+staying up ``linger_s`` so the tail is delivered), never a test's synchronisation:
+tests wait with helpers.wait_until, or release the outlet with ``wait_go``.
 
 Optional keys (absent: the plain counter stream):
 
 - ``nonfinite_at``: counter values whose sample gets NaN in channel 1 and +inf
   in the last channel.
-- ``backstep_every``: every Nth chunk is stamped 0.5 s in the past (explicit
-  per-sample timestamps), making the stream's timestamps non-monotonic.
+- ``backstep_every``: every chunk is stamped explicitly on the sample grid and
+  every Nth 0.5 s in the past, making the stream's timestamps non-monotonic
+  exactly N times.
 - ``speed``: pace at ``speed * sfreq`` (0: as fast as possible).
 - ``preprocessed``: dict written to ``desc/neuroimagen/preprocessed`` (JSON values).
 - ``wait_consumer``: hold the first sample until an inlet has subscribed
@@ -58,6 +62,7 @@ def main() -> None:
     i = a["start"]
     stop = None if n_total is None else a["start"] + n_total
     t0 = time.perf_counter()
+    stamp0 = pylsl.local_clock() - a["start"] / a["sfreq"]
     sent = 0
     n_chunks = 0
     while stop is None or i < stop:
@@ -71,9 +76,13 @@ def main() -> None:
             chunk[k - i, 1 % n_ch] = np.nan
             chunk[k - i, n_ch - 1] = np.inf
         n_chunks += 1
-        if backstep and n_chunks % backstep == 0:
-            now = pylsl.local_clock() - 0.5
-            outlet.push_chunk(chunk, [now + (k - n + 1) / a["sfreq"] for k in range(n)])
+        if backstep:
+            # explicit stamps on the sample grid, so a late push that catches up cannot step
+            # back by itself: the only backward steps are the injected ones
+            stamps = stamp0 + idx / a["sfreq"]
+            if n_chunks % backstep == 0:
+                stamps = stamps - 0.5
+            outlet.push_chunk(chunk, stamps.tolist())
         else:
             outlet.push_chunk(chunk)
         i += n

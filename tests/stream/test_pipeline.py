@@ -272,7 +272,7 @@ def test_latest_re_raises_the_worker_error_instead_of_none_forever(lsl_loopback)
         try:
             with pytest.raises(NonFiniteError, match="at sample 600"):
                 wait_until(lambda: pipe.latest(timeout=0.5) and False, timeout=30, message="the worker error")
-            assert not pipe.running
+            wait_until(lambda: not pipe.running, message="the worker to end")
         finally:
             with pytest.raises(NonFiniteError):
                 pipe.stop()
