@@ -148,7 +148,7 @@ class PixelModelConfig(FrozenConfig):
 
     n_channels: int = 128
     n_times: int = 440
-    n_temporal_filters: int = Field(8, gt=0)
+    n_temporal_filters: int = Field(2, gt=0, description="depthwise temporal filters per spatial filter")
     temporal_kernel: int = Field(25, gt=0)
     n_spatial_filters: int = Field(32, gt=0)
     pool: int = Field(20, gt=0)

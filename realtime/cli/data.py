@@ -129,3 +129,26 @@ def baseline_cmd(twin_dir: Path, evaluation: str, folds: int, split_index: int,
     Console().print(table)
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2))
+
+
+@data.command("make-voxels")
+@click.argument("twin_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--n-voxels", type=click.IntRange(min=2), default=512, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True, help="Trials per image.")
+@click.option("--class-snr", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--layout-snr", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@common_options
+def make_voxels_cmd(twin_dir: Path, n_voxels: int, repeats: int, class_snr: float, layout_snr: float,
+                    seed: int, cfg_data: dict) -> None:
+    """Synthetic fMRI voxels for a twin (TWIN_DIR/fmri): linear mixing of its stimulus factors + noise.
+
+    Example: neuroimagen data make-voxels twin-small && neuroimagen train semantic twin-small --modality fmri ...
+    """
+    from rich.console import Console
+
+    from neuroimagen.training.data.twin.voxels import make_voxel_twin
+
+    meta = make_voxel_twin(twin_dir, n_voxels=n_voxels, n_repeats=repeats, class_snr=class_snr,
+                           layout_snr=layout_snr, seed=seed)
+    Console().print(f"{len(meta['images']) * repeats} voxel trials x {n_voxels} voxels -> {twin_dir}/fmri")

@@ -9,6 +9,7 @@ it in ``--out`` (resuming from the last checkpoint there). Multi-process:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -82,6 +83,8 @@ def _run(stage, twin_dir, out_dir, preset, params, modality, resume, stop_after_
         result = run_stage(st, out_dir, resume=resume, data_info=info, stop_after_steps=stop_after_steps)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
+    if os.environ.get("RANK", "0") != "0":
+        return  # one report per run, from the main process
     console = Console()
     console.print(f"{stage}: {result['step']} steps in {result['train_s']:.1f} s -> {out_dir}")
     for name, folder in result["models"].items():

@@ -2,8 +2,8 @@
 
 Trained with a triplet loss (semi-hard mining) plus a term that keeps classes
 apart (``training.train.losses``). Its features drive the saliency generator.
-Architecture: a temporal convolution (per channel), a spatial convolution over
-all channels, average pooling in time, and a linear projection.
+Architecture: a spatial convolution over all channels, depthwise temporal
+convolutions, average pooling in time, and a projection.
 
 :class:`FMRIPixelEncoder` is the fMRI variant (an MLP over voxels).
 """
@@ -22,11 +22,15 @@ __all__ = ["FMRIPixelEncoder", "PixelEncoder"]
 class PixelEncoder(ModelMixin, ConfigMixin):
     """EEG window (B, n_channels, n_times) float32 -> features (B, feature_dim), unit L2 norm.
 
+    A spatial convolution first (all channels -> ``n_spatial_filters`` virtual channels),
+    then ``n_temporal_filters`` depthwise temporal filters per virtual channel, ELU,
+    average pooling in time and a projection: the EEGNet order, cheap enough for CPUs.
+
     Parameters
     ----------
     n_channels, n_times : window shape
-    n_temporal_filters, temporal_kernel : first (temporal) convolution
-    n_spatial_filters : second convolution, across all channels
+    n_spatial_filters : first convolution, across all channels
+    n_temporal_filters, temporal_kernel : depthwise temporal filters per spatial filter
     pool : average-pooling length in samples (20 = 20 ms at 1 kHz)
     hidden_dim : 0 for a linear projection, else one hidden GELU layer
     feature_dim, dropout
@@ -37,7 +41,7 @@ class PixelEncoder(ModelMixin, ConfigMixin):
         self,
         n_channels: int = 128,
         n_times: int = 440,
-        n_temporal_filters: int = 8,
+        n_temporal_filters: int = 2,
         temporal_kernel: int = 25,
         n_spatial_filters: int = 32,
         pool: int = 20,
@@ -46,18 +50,17 @@ class PixelEncoder(ModelMixin, ConfigMixin):
         dropout: float = 0.25,
     ) -> None:
         super().__init__()
+        n_virtual = n_spatial_filters * n_temporal_filters
+        self.spatial = nn.Sequential(nn.Conv1d(n_channels, n_spatial_filters, 1), nn.BatchNorm1d(n_spatial_filters))
         self.temporal = nn.Sequential(
-            nn.Conv2d(1, n_temporal_filters, (1, temporal_kernel), padding=(0, temporal_kernel // 2)),
-            nn.BatchNorm2d(n_temporal_filters),
-        )
-        self.spatial = nn.Sequential(
-            nn.Conv2d(n_temporal_filters, n_spatial_filters, (n_channels, 1)),
-            nn.BatchNorm2d(n_spatial_filters),
+            nn.Conv1d(n_spatial_filters, n_virtual, temporal_kernel, padding=temporal_kernel // 2,
+                      groups=n_spatial_filters),
+            nn.BatchNorm1d(n_virtual),
             nn.ELU(),
-            nn.AvgPool2d((1, pool)),
+            nn.AvgPool1d(pool),
             nn.Dropout(dropout),
         )
-        n_flat = n_spatial_filters * (n_times // pool)
+        n_flat = n_virtual * (n_times // pool)
         if hidden_dim:
             self.proj = nn.Sequential(nn.Linear(n_flat, hidden_dim), nn.GELU(), nn.Dropout(dropout),
                                       nn.Linear(hidden_dim, feature_dim))
@@ -65,7 +68,7 @@ class PixelEncoder(ModelMixin, ConfigMixin):
             self.proj = nn.Linear(n_flat, feature_dim)
 
     def forward(self, eeg: torch.Tensor) -> torch.Tensor:
-        x = self.spatial(self.temporal(eeg[:, None]))
+        x = self.temporal(self.spatial(eeg))
         return F.normalize(self.proj(x.flatten(1)), dim=-1)
 
 

@@ -304,6 +304,8 @@ def run_stage(
     acc = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum_steps,
+        # batch_size is global and the schedule counts optimizer steps: step it once per sync
+        step_scheduler_with_optimizer=False,
         cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"),
     )
     # 1. run folder, resolved config; refuse to train over another config's run
@@ -335,9 +337,10 @@ def run_stage(
     set_seed(cfg.seed)
     stage.setup(RunContext(run_dir=run_dir, accelerator=acc, trainer=cfg))
     step = 0
+    resumed_from = None
     if ckpt is not None:
         acc.load_state(str(ckpt))
-        step = int(json.loads((ckpt / STATE_FILE).read_text())["step"])
+        step = resumed_from = int(json.loads((ckpt / STATE_FILE).read_text())["step"])
         logger.info("resumed %s from %s (step %d)", stage.name, ckpt, step)
     metrics = _Metrics(run_dir, step) if acc.is_main_process else None
     val_metrics = _Metrics(run_dir, step, VAL_METRICS_FILE, tensorboard=False) if acc.is_main_process else None
@@ -387,8 +390,7 @@ def run_stage(
     train_s = time.perf_counter() - t0
 
     # 4. finished: evaluate, samples, export (main process)
-    result: dict[str, Any] = {"step": step, "resumed_from": None if ckpt is None else
-                              int(json.loads((ckpt / STATE_FILE).read_text())["step"]),
+    result: dict[str, Any] = {"step": step, "resumed_from": resumed_from,
                               "train_s": train_s, "models": {}, "eval": {}}
     if step >= cfg.max_steps:
         result["eval"] = _evaluate(stage, acc, val_metrics, step)

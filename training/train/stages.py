@@ -232,7 +232,7 @@ class ContrastiveStage(_Base):
             scale = self._unwrap(self.model).logit_scale
             loss = info_nce(f, targets, batch["label"], scale)
             ctx.backward_and_step(loss, self.opt, [self.model], self.sched)
-            return {"loss": loss.item(), "temperature": float(1 / scale.exp())}
+            return {"loss": loss.item(), "temperature": float(1 / scale.detach().exp())}
         else:
             f_all, g_all, l_all = f, batch["group"], batch["label"]
             world = self.acc.num_processes

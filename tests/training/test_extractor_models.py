@@ -1,0 +1,147 @@
+"""The extractor models: shapes and dtypes of the shared interface, the model format, MAE -> semantic init."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from neuroimagen.training import config as tc
+from neuroimagen.training.models.format import ModelFormatError, load_model, save_model
+from neuroimagen.training.models.mae import MaskedEEGAutoencoder
+from neuroimagen.training.models.nice import NICEEncoder
+from neuroimagen.training.models.pixel import FMRIPixelEncoder, PixelEncoder
+from neuroimagen.training.models.saliency import SaliencyDiscriminator, SaliencyGenerator
+from neuroimagen.training.models.semantic import (
+    FMRISemanticExtractor,
+    SemanticExtractor,
+    class_scores,
+)
+
+ENC = dict(dim=16, depth=1, n_heads=2, mlp_ratio=2.0)
+
+
+def _eeg(b=3, t=440, seed=0):
+    return torch.randn(b, 128, t, generator=torch.Generator().manual_seed(seed))
+
+
+def _tiny_models():
+    torch.manual_seed(0)
+    return [
+        (MaskedEEGAutoencoder(**ENC, decoder_dim=8, decoder_depth=1, decoder_n_heads=2), _eeg()),
+        (SemanticExtractor(**ENC, n_tokens=5, width=12), _eeg()),
+        (PixelEncoder(n_spatial_filters=4, n_temporal_filters=1, hidden_dim=0, feature_dim=8), _eeg()),
+        (NICEEncoder(n_filters=4, proj_dim=12), _eeg()),
+        (SaliencyGenerator(feature_dim=8, base_channels=16, image_size=16, noise_dim=3), torch.randn(3, 8)),
+        (FMRIPixelEncoder(n_voxels=20, hidden_dim=8, n_layers=1, feature_dim=6), torch.randn(3, 20)),
+        (FMRISemanticExtractor(n_voxels=20, hidden_dim=8, n_layers=1, n_tokens=4, width=6, token_dim=4),
+         torch.randn(3, 20)),
+    ]
+
+
+@torch.no_grad()
+def test_interface_shapes_and_ranges():
+    torch.manual_seed(0)
+    x = _eeg()
+    f = PixelEncoder(n_spatial_filters=4, hidden_dim=0, feature_dim=8).eval()(x)
+    assert f.shape == (3, 8) and f.dtype == torch.float32
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(3))
+    tokens, pooled = SemanticExtractor(**ENC, n_tokens=77, width=24).eval()(x)
+    assert tokens.shape == (3, 77, 24) and pooled.shape == (3, 24)
+    # 512-sample windows (the stream layer's resample) work the same way
+    tokens, _ = SemanticExtractor(**ENC, n_times=512, n_tokens=7, width=8).eval()(_eeg(t=512))
+    assert tokens.shape == (3, 7, 8)
+    gen = SaliencyGenerator(feature_dim=8, base_channels=16, image_size=32, noise_dim=4).eval()
+    img = gen(f)
+    assert img.shape == (3, 3, 32, 32) and img.dtype == torch.float32
+    assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+    # deterministic at inference: no z means the zero z
+    torch.testing.assert_close(gen(f), gen(f, torch.zeros(3, 4)))
+    assert not torch.allclose(gen(f), gen(f, torch.ones(3, 4)))
+    logits = SaliencyDiscriminator(feature_dim=8, base_channels=4, image_size=32)(img, f)
+    assert logits.shape == (3,)
+    e = NICEEncoder(n_filters=4, proj_dim=12).eval()(x)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+
+
+def test_class_scores_are_cosine_similarities():
+    pooled = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    classes = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
+    s = class_scores(pooled, classes)
+    expected = torch.tensor([[1.0, 2**-0.5, 0.0], [0.0, 2**-0.5, -1.0]])
+    torch.testing.assert_close(s, expected)
+    with pytest.raises(ValueError, match="width"):
+        class_scores(pooled, torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_every_model_round_trips_through_the_model_format(tmp_path, index):
+    model, x = _tiny_models()[index]
+    model.eval()
+    back = load_model(type(model), save_model(model, tmp_path / "m"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    out_a, out_b = model(x), back(x)
+    if hasattr(out_a, "loss"):  # MAE: same masks from the same generator
+        out_a = model(x, generator=torch.Generator().manual_seed(1)).pred
+        out_b = back(x, generator=torch.Generator().manual_seed(1)).pred
+    for a, b in zip(out_a if isinstance(out_a, tuple) else (out_a,),
+                    out_b if isinstance(out_b, tuple) else (out_b,), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_loader_refuses_a_folder_of_another_size(tmp_path):
+    save_model(SemanticExtractor(**ENC, n_tokens=5, width=12), tmp_path / "m")
+    cfg = tmp_path / "m" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"width": 12', '"width": 10'))
+    with pytest.raises(ModelFormatError, match="mis-shaped"):
+        load_model(SemanticExtractor, tmp_path / "m")
+
+
+def test_mae_loss_is_the_mse_of_the_masked_patches_only():
+    torch.manual_seed(0)
+    mae = MaskedEEGAutoencoder(**ENC, decoder_dim=8, decoder_depth=1, decoder_n_heads=2)
+    x = _eeg()
+    out = mae(x, generator=torch.Generator().manual_seed(3))
+    assert out.mask.shape == (3, 110)
+    assert torch.all(out.mask.sum(1) == 110 - round(110 * 0.25))
+    per_patch = ((out.pred - mae.patchify(x)) ** 2).mean(-1)
+    torch.testing.assert_close(out.loss, (per_patch * out.mask).sum() / out.mask.sum())
+    # patchify is the exact reshaping: patch k of sample b holds samples 4k..4k+3 of every channel
+    p = mae.patchify(x)
+    torch.testing.assert_close(p[1, 5].reshape(4, 128).T, x[1, :, 20:24])
+
+
+def test_semantic_extractor_takes_over_the_mae_encoder_exactly():
+    torch.manual_seed(0)
+    mae = MaskedEEGAutoencoder(**ENC, decoder_dim=8, decoder_depth=1, decoder_n_heads=2).eval()
+    sem = SemanticExtractor(**ENC, n_tokens=5, width=12).eval()
+    x = _eeg()
+    assert not torch.allclose(sem.encode(x), mae.encode(x))
+    sem.load_mae_encoder(mae)
+    torch.testing.assert_close(sem.encode(x), mae.encode(x))
+    other = MaskedEEGAutoencoder(dim=32, depth=1, n_heads=2, decoder_dim=8, decoder_depth=1, decoder_n_heads=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        sem.load_mae_encoder(other)
+
+
+@pytest.mark.parametrize(
+    ("section", "cls", "from_data"),
+    [
+        (tc.MAEModelConfig, MaskedEEGAutoencoder, set()),
+        (tc.PixelModelConfig, PixelEncoder, set()),
+        (tc.NICEModelConfig, NICEEncoder, set()),
+        (tc.SemanticModelConfig, SemanticExtractor, {"n_tokens", "width"}),
+        (tc.FMRIPixelModelConfig, FMRIPixelEncoder, {"n_voxels"}),
+        (tc.FMRISemanticModelConfig, FMRISemanticExtractor, {"n_voxels", "n_tokens", "width"}),
+        (tc.SaliencyGeneratorConfig, SaliencyGenerator, {"feature_dim"}),
+        (tc.SaliencyDiscriminatorConfig, SaliencyDiscriminator, {"feature_dim", "image_size"}),
+    ],
+)
+def test_preset_model_sections_mirror_the_constructors(section, cls, from_data):
+    params = inspect.signature(cls.__init__).parameters
+    ctor = {k: p.default for k, p in params.items() if k != "self"}
+    assert set(section.model_fields) | from_data == set(ctor)
+    for name, field in section.model_fields.items():
+        assert field.default == ctor[name], name
