@@ -1,0 +1,1 @@
+"""Trainers: the generator stages (diffusion.py) and, with the extractors issue, the shared infrastructure."""
