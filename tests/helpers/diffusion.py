@@ -8,7 +8,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
 def tiny_unet(
     *, cross_attention_dim: int = 16, sd2: bool = False, time_cond_proj_dim: int | None = None,
-    seed: int = 0,
+    seed: int = 0, cross_attention_first: bool = False,
 ) -> UNet2DConditionModel:
     """SD1-shaped (attention_head_dim int) or SD2-shaped (per-block heads, linear projection)."""
     torch.manual_seed(seed)
@@ -18,8 +18,15 @@ def tiny_unet(
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        # cross_attention_first: cross-attention at full resolution (the fine-tuning test)
+        down_block_types=(
+            ("CrossAttnDownBlock2D", "DownBlock2D") if cross_attention_first
+            else ("DownBlock2D", "CrossAttnDownBlock2D")
+        ),
+        up_block_types=(
+            ("UpBlock2D", "CrossAttnUpBlock2D") if cross_attention_first
+            else ("CrossAttnUpBlock2D", "UpBlock2D")
+        ),
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=8,
         attention_head_dim=(2, 4) if sd2 else 4,

@@ -1,1 +1,1 @@
-"""Trainers: every stage runs on accelerate through :func:`.common.run_stage`."""
+"""Trainers: every stage runs on accelerate through :func:`.common.run_stage`; the generator stages are in diffusion.py."""
