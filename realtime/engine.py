@@ -200,12 +200,12 @@ class _Acquisition(Worker):
 
     def _run(self) -> None:
         e = self.engine
-        pipe, buffer, metrics = e.pipeline, e.pipeline.inlet.buffer, e.metrics
+        pipe, metrics = e.pipeline, e.metrics
         wait_s = max(pipe.cfg.inlet.poll_interval_s, 0.001)
         while not self.stopping:
             # 1. pull what arrived (this thread is the pipeline's acquisition thread)
             t0 = time.perf_counter()
-            pipe.acquire()
+            n_pulled = pipe.acquire()
             t1 = time.perf_counter()
             # 2. contract, filters, windows, per-window stage
             windows = pipe.poll()
@@ -219,7 +219,7 @@ class _Acquisition(Worker):
                 job = _Job(windows[-1], (t1 - t0) * 1e3, (t2 - t1) * 1e3)
                 if e.window_slot.put(job):
                     metrics.count("n_dropped_windows")
-            elif buffer.total_written <= pipe._next_index:
+            elif not n_pulled:  # nothing arrived: yield the core until the next poll
                 self._sleep(wait_s)
 
 
@@ -383,8 +383,7 @@ class Engine:
     def summary(self) -> dict[str, Any]:
         """Every figure now: metrics, pipeline and input health, live scores."""
         out = self.metrics.summary()
-        pipe = self.pipeline.stats if self.pipeline._started or self.pipeline.n_windows else {}
-        out["pipeline"] = {k: v for k, v in pipe.items() if k != "gaps"}
+        out["pipeline"] = {k: v for k, v in self.pipeline.stats.items() if k != "gaps"}
         out["health"] = self.health.summary() if self.health is not None else {}
         out["scores"] = self.scorer.summary() if self.scorer is not None else {}
         return out

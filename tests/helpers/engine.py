@@ -45,19 +45,48 @@ def make_recording(duration_s: float, *, seed: int = 0, flat: tuple[int, ...] = 
                      units=["volts"] * len(CH), markers=markers, source="test")
 
 
+class _Playing:
+    """A running :func:`playing` block: ``go()`` subscribes to the markers, releasing the player."""
+
+    def __init__(self, player, name: str) -> None:
+        self.player = player
+        self.name = name
+        self.marker_inlet = None
+
+    def go(self) -> None:
+        import pylsl
+
+        found = pylsl.resolve_byprop("name", f"{self.name}-markers", 1, 10.0)
+        assert found, f"{self.name}-markers not resolved"
+        self.marker_inlet = pylsl.StreamInlet(found[0])
+        self.marker_inlet.open_stream(10.0)
+
+
 @contextlib.contextmanager
-def playing(recording, name: str, *, loop: bool = False, nonfinite: bool = False) -> Iterator:
-    """Replay ``recording`` over LSL as ``name`` (+ ``name-markers``) while the block runs."""
+def playing(recording, name: str, *, loop: bool = False, nonfinite: bool = False,
+            hold: bool = False) -> Iterator[_Playing]:
+    """Replay ``recording`` over LSL as ``name`` (+ ``name-markers``) while the block runs.
+
+    The player holds its first sample until both outlets have a consumer, so nothing is lost to
+    the engine's resolve time. A sliding-mode engine reads no markers: this block consumes them,
+    at once, or (``hold=True``) when the test calls ``go()`` once every EEG consumer it needs is
+    subscribed.
+    """
     from neuroimagen.stream.config import ReplayConfig
     from neuroimagen.stream.replay import Player
 
-    cfg = ReplayConfig(loop=loop, on_nonfinite="replay" if nonfinite else "refuse", wait_for_consumers_s=10.0)
+    cfg = ReplayConfig(loop=loop, on_nonfinite="replay" if nonfinite else "refuse", wait_for_consumers_s=30.0)
     player = Player(recording, name=name, cfg=cfg)
     player.start()
+    block = _Playing(player, name)
     try:
-        yield player
+        if not hold:
+            block.go()
+        yield block
     finally:
         player.stop()
+        if block.marker_inlet is not None:
+            block.marker_inlet.close_stream()
 
 
 class FakeBackend:

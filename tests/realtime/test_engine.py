@@ -101,7 +101,8 @@ def test_a_slow_backend_drops_old_windows_and_shows_the_newest(lsl_loopback):
             wait_until(lambda: engine.pipeline.n_windows >= 16, timeout=20)
             assert engine.metrics.counters["n_frames"] == 0
             gate.set()
-            wait_until(lambda: engine.metrics.counters["n_frames"] >= 2, timeout=10)
+            wait_until(lambda: engine.metrics.counters["n_frames"] >= 2, timeout=10,
+                       message=lambda: f"2 frames: {engine.metrics.summary()}, {backend.n_calls} calls")
         finally:
             gate.set()
             engine.stop()
@@ -156,9 +157,10 @@ def test_windows_reach_the_backend_exactly_as_the_pipeline_cut_them(lsl_loopback
     backend = FakeBackend()
     reference = _pipeline(name)
     engine = Engine(_pipeline(name), backend)
-    with playing(make_recording(1.5), name):
+    with playing(make_recording(1.5), name, hold=True) as block:
         reference.start()
         engine.start()
+        block.go()  # both pipelines are subscribed: they see the stream from its first sample
         try:
             got = []
             wait_until(lambda: got.extend(reference.poll()) or len(got) >= 11, timeout=20)
