@@ -311,11 +311,16 @@ class TorchBackend:
 def _build(name: str, bundle: Bundle, cfg: RealtimeConfig) -> Backend:
     if name == "torch":
         return TorchBackend.from_bundle(bundle, cfg)
-    # the exported-model backends come with the export issue; refusing is the honest answer
-    raise BackendError(
-        f"backend {name!r} is not available in this version (it needs the exported models of "
-        "the export issue); use realtime.backend=torch"
-    )
+    # the exported-model backends import their runtime inside their own module
+    if name == "onnxruntime":
+        from .backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.from_bundle(bundle, cfg)
+    if name == "tensorrt":
+        from .backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend.from_bundle(bundle, cfg)
+    raise BackendError(f"unknown backend {name!r} (torch, onnxruntime, tensorrt)")
 
 
 def load_backend(bundle: Bundle, cfg: RealtimeConfig) -> Backend:

@@ -33,7 +33,7 @@ import importlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -66,6 +66,7 @@ __all__ = [
     "MANIFEST_NAME",
     "Bundle",
     "BundleError",
+    "ArtifactEntry",
     "BundleManifest",
     "ExternalModel",
     "FileEntry",
@@ -76,6 +77,8 @@ __all__ = [
     "StreamContract",
     "TensorSpec",
     "TwinProvenance",
+    "artifact_files",
+    "derive_bundle",
     "describe_bundle",
     "load_bundle",
     "verify_bundle",
@@ -138,6 +141,29 @@ class ExternalModel(FrozenConfig):
     class_name: str
     path: str = Field(description="absolute local folder of the model (config.json + safetensors)")
     files: tuple[FileEntry, ...]
+
+
+class ArtifactEntry(FrozenConfig):
+    """A derived, runnable form of a member (an ONNX graph, a TensorRT engine), written by export.
+
+    ``inputs`` and ``outputs`` name every tensor with its shape (-1: a dynamic axis)
+    and dtype (numpy name), in call order; ``source`` names the member(s) it was
+    built from; ``files`` are bundle-relative (graph, external weights).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    kind: Literal["onnx", "tensorrt"]
+    part: str = Field(description="pixel_encoder, saliency, semantic, projection, vae_encoder, unet, vae_decoder")
+    source: tuple[str, ...] = Field(description="member names it was built from")
+    files: tuple[FileEntry, ...]
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    opset: int | None = None
+    precision: Literal["fp32", "fp16"] = "fp32"
+    versions: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[str, float | int | str] = Field(
+        default_factory=dict, description="part-specific constants (e.g. a VAE's scaling_factor)"
+    )
 
 
 class StreamContract(FrozenConfig):
@@ -209,6 +235,7 @@ class BundleManifest(FrozenConfig):
     files: tuple[FileEntry, ...] = Field((), description="data files: class embeddings, scheduler config, ...")
     class_names: tuple[str, ...] = ()
     generator: FrameSettings | None = None
+    artifacts: tuple[ArtifactEntry, ...] = Field((), description="exported forms of members (ONNX, TensorRT)")
     provenance: Provenance
     metrics: dict[str, float] = Field(default_factory=dict)
 
@@ -242,6 +269,13 @@ class BundleManifest(FrozenConfig):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             problems.append(f"model names repeat: {dup}")
+        for a in self.artifacts:
+            missing = [s for s in a.source if s not in names]
+            if missing:
+                problems.append(f"artifact {a.name!r} is built from {missing}, which are not models of the bundle")
+        art = [a.name for a in self.artifacts]
+        if len(set(art)) != len(art):
+            problems.append(f"artifact names repeat: {sorted({n for n in art if art.count(n) > 1})}")
         if self.generator is not None:
             for field in ("unet", "autoencoder", "projection"):
                 ref = getattr(self.generator, field)
@@ -474,6 +508,96 @@ def _validation_message(exc: ValidationError) -> str:
     )
 
 
+def derive_bundle(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    add_files: Mapping[str, str | Path] | None = None,
+    artifacts: Callable[[Path], Sequence[ArtifactEntry]] | Sequence[ArtifactEntry] = (),
+    metrics: Mapping[str, float] | None = None,
+    description: str | None = None,
+    command: str | None = None,
+) -> BundleManifest:
+    """Write a new bundle: a verified copy of ``source`` plus files, artifact entries and metrics.
+
+    The source bundle is only read (export writes here, never into an installed bundle).
+
+    Parameters
+    ----------
+    source : path
+        A bundle; verified first (its external models too).
+    out_dir : path
+        Must not exist or be empty.
+    add_files : {bundle-relative path: file}
+        Copied in (e.g. ``onnx/unet.onnx``); must not replace a source file.
+    artifacts : entries, or a callable taking the new bundle's (temporary) root
+        A callable lets the caller hash the files once they are in place
+        (:func:`artifact_files`). Entries of the source with the same name are replaced.
+    metrics : added to (and override) the source's metrics
+    description, command : appended to the description and the provenance commands
+
+    Raises
+    ------
+    BundleError
+        The source does not verify, ``out_dir`` is not empty, a file would be replaced,
+        or an artifact lists a file that is not there.
+    """
+    src = Path(source)
+    manifest = verify_bundle(src)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise BundleError(f"{out}: exists and is not empty; a bundle is written into a new folder")
+    if out.resolve() == src.resolve():
+        raise BundleError(f"{out}: is the source bundle; a derived bundle is written into a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        # 1. the source, file by file as its manifest lists them (nothing else)
+        listed = [f.path for m in manifest.members for f in m.files] + [f.path for f in manifest.files]
+        listed += [f.path for a in manifest.artifacts for f in a.files]
+        for rel in listed:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, tmp / rel)
+        # 2. the new files
+        for rel, path in (add_files or {}).items():
+            _ = FileEntry(path=rel, sha256="0" * 64, size_bytes=0)  # validates the relative path
+            if (tmp / rel).exists():
+                raise BundleError(f"{out}: {rel} would replace a file of the source bundle")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / rel)
+        new = list(artifacts(tmp) if callable(artifacts) else artifacts)
+        names = {a.name for a in new}
+        provenance = manifest.provenance
+        if command:
+            provenance = provenance.model_copy(update={"commands": (*provenance.commands, command)})
+        update = {
+            "artifacts": tuple(a for a in manifest.artifacts if a.name not in names) + tuple(new),
+            "metrics": {**manifest.metrics, **dict(metrics or {})},
+            "provenance": provenance,
+        }
+        if description:
+            update["description"] = f"{manifest.description} {description}".strip()
+        try:
+            derived = BundleManifest.model_validate(manifest.model_copy(update=update).model_dump())
+        except ValidationError as exc:
+            raise BundleError(f"{out}: inconsistent manifest: {_validation_message(exc)}") from None
+        (tmp / MANIFEST_NAME).write_text(derived.model_dump_json(indent=1))
+        verify_bundle(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return derived
+
+
+def artifact_files(root: str | Path, paths: Sequence[str]) -> tuple[FileEntry, ...]:
+    """File entries (sha256, size) of bundle-relative ``paths`` under ``root``."""
+    root = Path(root)
+    return tuple(_file_entry(root, root / p) for p in paths)
+
+
 # --------------------------------------------------------------------------- verify
 
 
@@ -569,6 +693,9 @@ def verify_bundle(path: str | Path, *, external: bool = True) -> BundleManifest:
             problems.append(f"{m.name}: the manifest lists no {m.folder}/{CONFIG_NAME}")
     problems += _check_files(root, manifest.files, "")
     listed |= {f.path for f in manifest.files}
+    for a in manifest.artifacts:
+        problems += _check_files(root, a.files, f"artifact {a.name}: ")
+        listed |= {f.path for f in a.files}
     unlisted = [p.relative_to(root).as_posix() for p in _listed_files(root)]
     problems += [f"{p}: not in the manifest" for p in unlisted if p not in listed]
     # 2. base models where they were
@@ -668,6 +795,10 @@ class Bundle:
         if not any(f.path == fname for f in self.manifest.files):
             raise BundleError(f"bundle {self.manifest.name!r} has no data file {fname}")
         return load_file(str(self.path / fname))
+
+    def artifacts(self, kind: str) -> dict[str, ArtifactEntry]:
+        """The bundle's artifacts of one kind (``onnx``, ``tensorrt``), by part."""
+        return {a.part: a for a in self.manifest.artifacts if a.kind == kind}
 
     def frame(self, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
               **overrides: Any) -> Any:
