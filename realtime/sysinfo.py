@@ -28,6 +28,26 @@ def required_version(dist: str) -> str | None:
     return None
 
 
+#: distributions that each install the ``onnxruntime`` module (one overwrites the other's files)
+ONNXRUNTIME_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+
+
+def onnxruntime_conflict() -> str | None:
+    """A warning when more than one onnxruntime distribution is installed, else None.
+
+    They all provide the ``onnxruntime`` module; with two installed, whichever was
+    installed last has overwritten part of the other, and the providers (often the
+    CUDA one) silently break. The fix is to uninstall all and install one.
+    """
+    found = [f"{d} {v}" for d in ONNXRUNTIME_DISTS if (v := _version(d))]
+    if len(found) < 2:
+        return None
+    names = " ".join(d for d in ONNXRUNTIME_DISTS if _version(d))
+    return (f"WARNING: {' and '.join(found)} are installed together: they provide the same "
+            f"'onnxruntime' module and break each other. Fix: pip uninstall -y {names} && "
+            "pip install onnxruntime-gpu (GPU) or onnxruntime (CPU)")
+
+
 def collect() -> dict[str, str]:
     """Versions and devices, as ``{label: value}``; missing packages read 'not installed'.
 
@@ -98,6 +118,9 @@ def collect() -> dict[str, str]:
             info["onnxruntime"] = f"{ort} (import failed: {exc})"
     else:
         info["onnxruntime"] = missing
+    conflict = onnxruntime_conflict()
+    if conflict:
+        info["onnxruntime CONFLICT"] = conflict
     info["tensorrt"] = _version("tensorrt") or (
         "installed" if importlib.util.find_spec("tensorrt") else missing
     )

@@ -36,7 +36,7 @@ def test_sys_info_reports_the_stack():
 
 
 def test_unbuilt_group_says_so_and_fails():
-    result = CliRunner().invoke(main, ["export"])
+    result = CliRunner().invoke(main, ["gui"])
     assert result.exit_code != 0
     assert "not built yet" in result.output
 
