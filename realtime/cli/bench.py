@@ -93,3 +93,81 @@ def print_stream_bench(result: dict) -> None:
     table.add_row("windows measured (latency phase)", str(lat["n_windows_measured"]), "", "")
     table.add_row("meets goals", str(result["meets_goals"]), "", "")
     Console().print(table)
+
+
+@bench.command("frame")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Bundle to measure (default: random weights at --model-size).")
+@click.option("--model-size", type=click.Choice(["tiny", "sd15", "sd21"]), default="tiny",
+              help="Without --bundle: random-weight models at the demo's sizes (tiny) or SD-1.5 / SD-2.1 "
+                   "(SD-Turbo) sizes at 512 px. The SD sizes take seconds to minutes per frame on a CPU: "
+                   "their default is 3 frames after 1 warm-up, and the ONNX export takes minutes.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+              default=("torch", "onnxruntime"), help="Backends to measure, side by side (repeatable).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--threads", type=int, default=1, help="Intra-op threads of torch and onnxruntime (0: library default).")
+@click.option("--n-frames", type=int, default=None, help="Timed frames per backend (default: 50 tiny, 3 SD sizes).")
+@click.option("--n-warmup", type=int, default=None, help="Untimed frames first (default: 5 tiny, 1 SD sizes).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the full result as JSON here.")
+@common_options
+def frame_bench(bundle_path: Path | None, model_size: str, backends: tuple[str, ...], device: str, threads: int,
+                n_frames: int | None, n_warmup: int | None, json_path: Path | None, cfg_data: dict) -> None:
+    """One frame's latency per stage and end to end, per backend; our frame vs diffusers' pipeline.
+
+    Prints, from one run: torch vs onnxruntime (ratio of end-to-end p50), diffusers'
+    img2img pipeline vs our frame on the same components, scheduler and steps (ratio
+    of p50), and the fastest backend's p99 against the 60 ms goal.
+    """
+    import json
+
+    from rich.console import Console
+
+    from .bench_frame import run_frame_bench
+
+    sd = bundle_path is None and model_size != "tiny"
+    console = Console(stderr=True)
+    with console.status("bench frame") as status:
+        result = run_frame_bench(
+            bundle_path=bundle_path, model_size=model_size, backends=backends or ("torch", "onnxruntime"),
+            device=device, threads=threads or None, n_frames=n_frames or (3 if sd else 50),
+            n_warmup=n_warmup if n_warmup is not None else (1 if sd else 5), progress=status.update,
+        )
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print_frame_bench(result)
+
+
+def print_frame_bench(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    what = result["bundle"] or f"random weights, {result['model_size']}"
+    table = Table(title=f"neuroimagen bench frame ({what}; {result['device']}, {result['threads']} thread(s), "
+                        f"{result['n_frames']} frames after {result['n_warmup']} warm-up; one run)")
+    for col in ("figure", "p50 ms", "p99 ms", "goal", "ratio"):
+        table.add_column(col)
+    m0, m1 = result["machine"], result["machine_after"]
+    table.add_row("machine: CPUs / load average before / after",
+                  f"{m0['cpu_count']} / {m0['loadavg_1_5_15']} / {m1['loadavg_1_5_15']}", "", "", "")
+    for name, b in result["backends"].items():
+        for stage in ("extractors", "diffusion", "end_to_end"):
+            s = b[f"{stage}_ms"]
+            table.add_row(f"{name}: {stage}", f"{s['p50']:.1f}", f"{s['p99']:.1f}", "", "")
+    r, d = result["ratios"], result["diffusers"]
+    if "torch_over_onnxruntime" in r:
+        table.add_row("torch / onnxruntime (end to end p50)", "", "", "", f"{r['torch_over_onnxruntime']:.2f}")
+    table.add_row("our frame (torch, diffusion stage)", f"{d['frame_ms']['p50']:.1f}", f"{d['frame_ms']['p99']:.1f}",
+                  "", "")
+    table.add_row(f"diffusers {d['pipeline']} (same components)", f"{d['pipeline_ms']['p50']:.1f}",
+                  f"{d['pipeline_ms']['p99']:.1f}", "", "")
+    table.add_row("diffusers pipeline / our frame (p50)", "", "", "> 1",
+                  f"{r['diffusers_pipeline_over_our_frame']:.2f}")
+    g = result["goals"]
+    fast = result["backends"][g["fastest_backend"]]["end_to_end_ms"]
+    table.add_row(f"fastest backend ({g['fastest_backend']}) end to end", f"{fast['p50']:.1f}", f"{fast['p99']:.1f}",
+                  f"p99 <= {g['frame_p99_ms']:g}", f"{r['goal_over_fastest_p99']:.2f}")
+    if "parity_max_abs_err" in result:
+        table.add_row("ONNX parity (max abs error, all parts)", "", "", "<= 1e-4", f"{result['parity_max_abs_err']:.1e}")
+    table.add_row("meets goals", str(g["frame_p99_met"] and g["faster_than_diffusers"]), "", "", "")
+    Console().print(table)
