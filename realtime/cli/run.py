@@ -47,6 +47,7 @@ def run(cfg_data: dict, bundle_path: Path | None, stream_name: str | None, headl
         run_live,
     )
     from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.stream.contract import ContractError
 
     from .live import (
         default_session_dir,
@@ -87,14 +88,19 @@ def run(cfg_data: dict, bundle_path: Path | None, stream_name: str | None, headl
     out = out_dir or default_session_dir("run")
     config = resolved_config(cfg_data, stream=live_cfg, realtime=rt_cfg)
     summary: dict = {}
-    stopped = run_with_table(
-        f"NeuroImagen run: {name} -> {bundle.manifest.name}",
-        lambda on_snapshot: run_live(bundle, backend, live_cfg, rt_cfg, out_dir=out, resolved_config=config,
-                                     duration_s=duration, scorer=scorer, on_snapshot=on_snapshot,
-                                     summary_out=summary),
-        summary,
-    )
-    backend.close()
+    try:
+        stopped = run_with_table(
+            f"NeuroImagen run: {name} -> {bundle.manifest.name}",
+            lambda on_snapshot: run_live(bundle, backend, live_cfg, rt_cfg, out_dir=out,
+                                         resolved_config=config, duration_s=duration, scorer=scorer,
+                                         on_snapshot=on_snapshot, summary_out=summary),
+            summary,
+        )
+    except (LookupError, ContractError, FileExistsError) as exc:
+        # the stream is not there or does not fit the bundle: say which, no traceback
+        raise click.ClickException(f"{exc} (session folder: {out})") from None
+    finally:
+        backend.close()
     click.echo(f"session written to {out} ({summary.get('n_frames', 0)} frames)")
     if stopped.signum:
         stopped.exit(f"run ended after {summary.get('n_frames', 0)} frames; session in {out}")
