@@ -36,7 +36,7 @@ def sys_info(cfg_data: dict) -> None:
 
 
 def _register() -> None:
-    from . import bench, bundle, data, demo, eval, run, stream, train
+    from . import bench, bundle, data, demo, eval, gui, run, stream, train
 
     main.add_command(stream.stream)
     main.add_command(data.data)
@@ -49,9 +49,7 @@ def _register() -> None:
         not_built_group("export", "Export extractors and SD parts to ONNX / TensorRT with parity checks.", "the export issue")
     )
     main.add_command(run.run)
-    main.add_command(
-        not_built_group("gui", "The PyQt6 viewer: EEG, saliency, reconstruction, top-k, latency.", "the GUI issue")
-    )
+    main.add_command(gui.gui)
 
 
 _register()

@@ -1,0 +1,96 @@
+"""``neuroimagen gui``: the live view (PyQt6 + pyqtgraph), imported lazily."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ._common import common_options, section
+
+
+def choose_qt_platform() -> str:
+    """Offscreen where there is no display (CI, ssh): the window still renders and screenshots.
+
+    Set before any QApplication exists; an explicit ``QT_QPA_PLATFORM`` wins.
+    """
+    if not os.environ.get("QT_QPA_PLATFORM") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    return os.environ.get("QT_QPA_PLATFORM", "")
+
+
+def require_gui_packages() -> None:
+    try:
+        import pyqtgraph  # noqa: F401
+        from PyQt6 import QtWidgets  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the GUI needs PyQt6 and pyqtgraph ({exc}); install them with `pip install \"neuroimagen[gui]\"`, "
+            "or pass --headless"
+        ) from None
+
+
+@click.command("gui")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Model bundle folder (default: realtime.bundle, else the embedded one).")
+@click.option("--stream", "stream_name", default=None, help="Connect to this EEG stream at once.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Replay this recording over LSL (looped) and connect to it.")
+@click.option("--stimuli", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="True images (paired by file stem with the markers' 'image'): shown and scored live.")
+@click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=Path), default=Path("sessions/gui"),
+              help="Engine sessions and recordings go here.")
+@click.option("--duration", type=float, default=None, help="Close by itself after this many seconds.")
+@click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the main window as PNG (1 s before --duration ends, else on close).")
+@common_options
+def gui(cfg_data: dict, bundle_path: Path | None, stream_name: str | None, replay: Path | None,
+        stimuli: Path | None, out_root: Path, duration: float | None, screenshot: Path | None) -> None:
+    """Open the live view: stream panel, EEG scope, decoding view, performance, controls.
+
+    \b
+    Pick a visible LSL stream (Refresh) or replay a file, pick a bundle, Connect.
+    The engine runs in this process on its own threads; the window polls its
+    snapshots and never waits on it. Offscreen where there is no display.
+    """
+    import json
+
+    from neuroimagen.gui.app import run_gui
+    from neuroimagen.gui.config import GuiConfig
+    from neuroimagen.realtime.config import RealtimeConfig
+    from neuroimagen.stream.config import StreamConfig
+
+    from .live import resolved_config
+
+    require_gui_packages()
+    choose_qt_platform()
+    stream_cfg = section(StreamConfig, cfg_data, "stream")
+    rt_cfg = section(RealtimeConfig, cfg_data, "realtime")
+    gui_cfg = section(GuiConfig, cfg_data, "gui")
+    images: dict = {}
+    scorer_factory = None
+    if stimuli is not None:
+        from neuroimagen.training.eval.images import index_images
+        from neuroimagen.training.models.bundle import load_bundle
+
+        from .scoring import LiveScorer
+
+        images = index_images(stimuli)
+
+        def scorer_factory(path):
+            return LiveScorer(load_bundle(path, verify=False).manifest.class_names, images)
+
+    result = run_gui(stream_cfg, rt_cfg, gui_cfg, bundle=bundle_path, stream_name=stream_name, replay=replay,
+                     out_root=out_root, resolved_config=resolved_config(cfg_data, stream=stream_cfg,
+                                                                        realtime=rt_cfg, gui=gui_cfg),
+                     truth_images=images, scorer_factory=scorer_factory, duration_s=duration,
+                     screenshot=screenshot)
+    if "screenshot" in result:
+        click.echo(f"screenshot saved: {result['screenshot']}")
+    if result.get("gui_error"):
+        raise click.ClickException(result["gui_error"])
+    if duration is not None:
+        click.echo(json.dumps({"gui": result.get("gui"), "n_frames": result.get("n_frames", 0)}))
