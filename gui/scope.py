@@ -10,8 +10,9 @@ Two parts:
 - :class:`ScopeWidget` (pyqtgraph): draws the peaks as one curve per quality
   class (so colouring costs no per-channel item), a sweep cursor and marker
   lines. ``update_from`` copies the samples that arrived since the previous
-  call out of the engine's inlet ring buffer (``RingBuffer.latest``, a copy
-  under its lock; it never touches the engine's overflow counter).
+  call out of the engine's inlet ring buffer (``RingBuffer.read_since`` from
+  at most one screen back, a copy under its lock: far inside the ring, so it
+  never counts as an overflow of the engine's inlet).
 """
 
 from __future__ import annotations
@@ -347,7 +348,10 @@ class ScopeWidget:
         n_new = total - self._read_index
         if n_new <= 0:
             return 0
-        data, ts, first = ring.latest(min(n_new, buf.n_cols))
+        # from where the last read ended (never skipping what arrives meanwhile); at most one
+        # screen behind, far inside the ring, so this reader never counts as an overflow
+        start = max(self._read_index, total - buf.n_cols)
+        data, ts, first, _ = ring.read_since(start)
         buf.write(data, ts, first)
         self._read_index = first + data.shape[1]
         return data.shape[1]
