@@ -21,6 +21,7 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
             stream_name: str | None = None, replay: str | Path | None = None,
             out_root: str | Path = "sessions/gui", resolved_config: Mapping[str, Any] | None = None,
             truth_images: Mapping[str, Path] | None = None, scorer_factory: Any = None,
+            scorer_spec: Mapping[str, Any] | None = None,
             duration_s: float | None = None, screenshot: str | Path | None = None,
             screenshot_before_end_s: float = 1.0) -> dict[str, Any]:
     """Run the GUI until the window closes or ``duration_s`` passes.
@@ -36,7 +37,7 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
         Replay this recording over LSL from this process and connect to it.
     out_root : path
         Engine sessions and recordings go here.
-    resolved_config, truth_images, scorer_factory : see :class:`~.window.MainWindow`
+    resolved_config, truth_images, scorer_factory, scorer_spec : see :class:`~.window.MainWindow`
     duration_s : float | None
         Close by itself after this long (None: when the user closes the window).
     screenshot : path | None
@@ -49,14 +50,21 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
         The engine's final metrics, plus ``gui`` (the window's figures) and
         ``screenshot`` (the path, when one was saved).
     """
+    import sys
+
     from PyQt6 import QtCore, QtWidgets
 
     from .window import MainWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["neuroimagen"])
+    # the engine shares this process: its threads wait for the GIL after every torch op, and
+    # the redraws hold it; a shorter switch interval bounds each wait (restored on exit)
+    old_interval = sys.getswitchinterval()
+    if gui_cfg.gil_switch_interval_s is not None:
+        sys.setswitchinterval(gui_cfg.gil_switch_interval_s)
     window = MainWindow(stream_cfg, rt_cfg, gui_cfg, bundle=bundle, out_root=out_root,
                         resolved_config=resolved_config, truth_images=truth_images,
-                        scorer_factory=scorer_factory)
+                        scorer_factory=scorer_factory, scorer_spec=scorer_spec)
     result: dict[str, Any] = {}
 
     def shoot() -> None:
@@ -83,7 +91,10 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
         QtCore.QTimer.singleShot(int(max(0.0, duration_s - screenshot_before_end_s) * 1e3), shoot)
         QtCore.QTimer.singleShot(int(duration_s * 1e3), finish)
     app.aboutToQuit.connect(lambda: None if "gui" in result else finish())
-    app.exec()
+    try:
+        app.exec()
+    finally:
+        sys.setswitchinterval(old_interval)
     if window.error:
         result.setdefault("gui_error", window.error)
     return result

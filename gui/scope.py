@@ -218,6 +218,7 @@ def _trace_item_class() -> type:
             self.pens = [fn.mkPen(c, width=1) for c in QUALITY_COLOURS]
             self.quality = np.zeros(0, np.int8)
             self._rect = QtCore.QRectF(0, -1, 1, 1)
+            self.last_paint_s = 0.0
 
         def set_traces(self, x: np.ndarray, y: np.ndarray, quality: np.ndarray, rect: tuple) -> None:
             """x (n,), y (n_channels, n) in view coordinates; copied into the polygons."""
@@ -237,6 +238,11 @@ def _trace_item_class() -> type:
             return self._rect
 
         def paint(self, painter: Any, *args: Any) -> None:
+            t0 = time.perf_counter()
+            self._paint(painter)
+            self.last_paint_s = time.perf_counter() - t0
+
+        def _paint(self, painter: Any) -> None:
             quality = self.quality
             last = -1
             for i, poly in enumerate(self.polys):
@@ -303,6 +309,8 @@ class ScopeWidget:
         self._next_quality = 0.0
         self.marker_ts: list[float] = []
         self.n_redraws = 0
+        self.n_redraws_attached = 0
+        self.t_attach = time.monotonic()
         self.fps = 0.0
         self._fps_t0 = time.monotonic()
         self._fps_n = 0
@@ -329,6 +337,8 @@ class ScopeWidget:
         n_ch = min(ring.n_channels, int(self.cfg.n_display_channels))
         self.buffer = ScopeBuffer(n_ch, sfreq, self.display_s)
         self._read_index = max(0, ring.total_written - self.buffer.n_cols)
+        self.t_attach = time.monotonic()
+        self.n_redraws_attached = 0
         self._x = np.zeros(0)
         self.quality = np.zeros(n_ch, np.int8)
         self.plot.setYRange(-n_ch - 0.5, 0.5, padding=0)
@@ -336,6 +346,10 @@ class ScopeWidget:
 
     def detach(self) -> None:
         self._ring = None
+
+    def mean_fps(self) -> float:
+        """Redraws per second since the scope was attached to the current stream."""
+        return self.n_redraws_attached / max(1e-9, time.monotonic() - self.t_attach)
 
     # ------------------------------------------------------------------ per frame
 
@@ -390,6 +404,7 @@ class ScopeWidget:
         self.cursor_line.setValue(buf.cursor / buf.sfreq)
         self._draw_markers(buf)
         self.n_redraws += 1
+        self.n_redraws_attached += 1
         self._fps_n += 1
         if now - self._fps_t0 >= 1.0:
             self.fps = self._fps_n / (now - self._fps_t0)

@@ -30,7 +30,7 @@ from neuroimagen.realtime.config import RealtimeConfig
 from neuroimagen.stream.config import StreamConfig
 
 from .config import GuiConfig
-from .runner import EngineRunner
+from .runner import EngineRunner, ProcessRunner
 from .scope import QUALITY_NAMES, ScopeWidget
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ class MainWindow(QtWidgets.QMainWindow):
         Image stem -> true stimulus file (marker ``image``), shown beside the
         reconstruction when known.
     scorer_factory : callable | None
-        ``bundle -> Scorer`` for live scoring (the CLI wires in training.eval).
+        ``bundle -> Scorer`` for live scoring (the CLI wires in training.eval); thread engine.
+    scorer_spec : mapping | None
+        The same for the engine process: ``{"twin": DIR}`` scores against a twin's images.
 
     Attributes
     ----------
@@ -88,7 +90,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, stream_cfg: StreamConfig | None = None, rt_cfg: RealtimeConfig | None = None,
                  gui_cfg: GuiConfig | None = None, *, bundle: str | Path | None = None,
                  out_root: str | Path = "sessions/gui", resolved_config: Mapping[str, Any] | None = None,
-                 truth_images: Mapping[str, Path] | None = None, scorer_factory: Any = None) -> None:
+                 truth_images: Mapping[str, Path] | None = None, scorer_factory: Any = None,
+                 scorer_spec: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
         self.stream_cfg = stream_cfg or StreamConfig()
@@ -99,7 +102,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resolved_config = dict(resolved_config or {})
         self.truth_images = dict(truth_images or {})
         self.scorer_factory = scorer_factory
-        self.runner: EngineRunner | None = None
+        self.scorer_spec = dict(scorer_spec or {})
+        self.runner: EngineRunner | ProcessRunner | None = None
         self.player: Any = None
         self.recorder: Any = None
         self.recording_dir: Path | None = None
@@ -108,7 +112,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.shown_frame: Any = None
         self.n_frames_shown = 0
         self.error: str | None = None
-        self._attached_engine: Any = None
+        self._attached_ring: Any = None
         self._clock_offset: float | None = None
         self._next_offset = 0.0
         self._n_sessions = 0
@@ -377,9 +381,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.error = None
         self.stream_name = name
         self.stream_combo.setCurrentText(name)
-        self.runner = EngineRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
-                                   resolved_config=self.resolved_config,
-                                   scorer=self.scorer_factory(bundle) if self.scorer_factory else None)
+        if self.gui_cfg.engine == "process":
+            self.runner = ProcessRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
+                                        resolved_config=self.resolved_config, scorer_spec=self.scorer_spec)
+        else:
+            self.runner = EngineRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
+                                       resolved_config=self.resolved_config,
+                                       scorer=self.scorer_factory(bundle) if self.scorer_factory else None)
         self.runner.start()
         self.statusBar().showMessage(f"connecting to {name} with {bundle} ...")
 
@@ -390,7 +398,7 @@ class MainWindow(QtWidgets.QMainWindow):
         summary: dict[str, Any] = {}
         runner, self.runner = self.runner, None
         self.scope.detach()
-        self._attached_engine = None
+        self._attached_ring = None
         if runner is not None:
             try:
                 runner.stop()
@@ -471,7 +479,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._poll()
         finally:
             cost = time.perf_counter() - t0
-            self._tick_cost_s.append(cost)
+            # the traces are painted later by the event loop: count the last paint as this tick's too
+            self._tick_cost_s.append(cost + self.scope.traces.last_paint_s)
             # adapt: never more than half the time in the GUI thread's redraws
             target = 1000.0 / self.gui_cfg.refresh_hz
             self._interval_ms = max(target, 2000.0 * float(np.median(self._tick_cost_s)))
@@ -487,7 +496,7 @@ class MainWindow(QtWidgets.QMainWindow):
         except Exception as exc:
             self.runner = None
             self.scope.detach()
-            self._attached_engine = None
+            self._attached_ring = None
             try:
                 runner.stop()
             except Exception:  # the same error, already in hand
@@ -496,44 +505,43 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.status_labels["state"].setText(runner.phase)
         self._update_banner(runner)
-        engine = runner.engine
-        if engine is None:
-            return
         # 2. the scope: samples since the last tick, markers
-        if engine is not self._attached_engine and engine.pipeline.inlet.buffer is not None:
-            meta = engine.pipeline.meta
-            contract = getattr(engine.pipeline, "contract", None)
-            self.scope.attach(engine.pipeline.inlet.buffer, meta.sfreq,
-                              getattr(contract, "scale_to_volts", 1.0))
-            self._attached_engine = engine
-            self._stream_static(meta, contract)
-        if runner.marker_inlet is not None:
-            self.scope.add_markers([t for t, _ in runner.marker_inlet.pop_markers()])
-        self.scope.pull()
-        self.scope.redraw()
+        source = runner.source()
+        if source is not None:
+            inlet, ring, meta, scale = source
+            if ring is not self._attached_ring:
+                self.scope.attach(ring, meta.sfreq, scale)
+                self._attached_ring = ring
+                self._stream_static(meta, scale)
+            if runner.marker_inlet is not None:
+                self.scope.add_markers([t for t, _ in runner.marker_inlet.pop_markers()])
+            self.scope.pull()
+            self.scope.redraw()
         # 3. a new snapshot: decoding view and performance panel
-        snap = engine.snapshot()
+        snap = runner.latest_snapshot()
+        if snap is None:
+            return
         if snap.seq != self.shown_seq and snap.frame is not None:
             self.show_snapshot(snap)
-        self._stream_dynamic(engine, snap)
+        if source is not None:
+            self._stream_dynamic(source[0], snap)
 
     # ------------------------------------------------------------------ rendering
 
-    def _update_banner(self, runner: EngineRunner | None = None) -> None:
-        bundle = runner.bundle if runner is not None else None
-        if bundle is None:
+    def _update_banner(self, runner: Any = None) -> None:
+        info = runner.model_info() if runner is not None else None
+        if info is None:
             try:
                 choice = str(self._bundle_choice())
             except LookupError:
                 choice = "none (pick a bundle)"
             self.banner.setText(f"Model: {choice} (not loaded)")
             return
-        m = bundle.manifest
         from neuroimagen.realtime.embedded import EMBEDDED_BUNDLE_DIR
 
-        where = "embedded default" if Path(bundle.path).resolve() == EMBEDDED_BUNDLE_DIR else str(bundle.path)
-        text = f"Model: {m.name} ({where}); {m.description}"
-        if m.simulated:
+        where = "embedded default" if Path(info["path"]).resolve() == EMBEDDED_BUNDLE_DIR else info["path"]
+        text = f"Model: {info['name']} ({where}); {info['description']}"
+        if info["simulated"]:
             text += f" | {SIMULATED_NOTICE}"
         self.banner.setText(text)
 
@@ -595,16 +603,13 @@ class MainWindow(QtWidgets.QMainWindow):
             f"<b>scope</b> {self.scope.fps:.0f} fps"
         )
 
-    def _stream_static(self, meta: Any, contract: Any) -> None:
+    def _stream_static(self, meta: Any, scale: float | None) -> None:
         units = sorted({u or "?" for u in (meta.units or [])})
-        scale = getattr(contract, "scale_to_volts", None)
         self.status_labels["rate"].setText(f"{meta.sfreq:g} Hz")
-        dropped = len(getattr(contract, "dropped", []) or [])
-        self.status_labels["channels"].setText(f"{meta.n_channels} ({dropped} not used by the model)")
+        self.status_labels["channels"].setText(f"{meta.n_channels}: {', '.join(meta.ch_names[:3])}, ...")
         self.status_labels["units"].setText(f"{', '.join(units[:3])} -> V x {scale:g}" if scale else ", ".join(units))
 
-    def _stream_dynamic(self, engine: Any, snap: Any) -> None:
-        inlet = engine.pipeline.inlet
+    def _stream_dynamic(self, inlet: Any, snap: Any) -> None:
         m = snap.metrics or {}
         p = m.get("pipeline") or {}
         now = time.monotonic()
@@ -637,7 +642,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return {
             "n_frames_shown": self.n_frames_shown,
             "scope_redraws": self.scope.n_redraws,
-            "scope_fps": self.scope.fps,
+            "scope_fps_last_s": self.scope.fps,
+            "scope_fps_mean": self.scope.mean_fps(),
             "tick_ms_median": 1e3 * float(np.median(self._tick_cost_s)) if self._tick_cost_s else None,
             "redraw_interval_ms": self._interval_ms,
         }

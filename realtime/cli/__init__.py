@@ -50,6 +50,7 @@ def _register() -> None:
     )
     main.add_command(run.run)
     main.add_command(gui.gui)
+    main.add_command(gui.engine_process)
 
 
 _register()

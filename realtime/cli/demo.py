@@ -276,6 +276,7 @@ def _gui_demo(root: Path, bundle, stream_cfg, rt_cfg, cfg_data: dict, duration: 
                                             gui=gui_cfg),
             truth_images=images,
             scorer_factory=lambda _path: LiveScorer(bundle.manifest.class_names, images, heldout),
+            scorer_spec={"twin": str(root)},
             duration_s=duration, screenshot=screenshot,
         )
     finally:

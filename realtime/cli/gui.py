@@ -94,3 +94,83 @@ def gui(cfg_data: dict, bundle_path: Path | None, stream_name: str | None, repla
         raise click.ClickException(result["gui_error"])
     if duration is not None:
         click.echo(json.dumps({"gui": result.get("gui"), "n_frames": result.get("n_frames", 0)}))
+
+
+@click.command("engine-process", hidden=True)
+@click.argument("spec_json")
+def engine_process(spec_json: str) -> None:
+    """The GUI's engine in its own process (started by the GUI; not for direct use).
+
+    SPEC_JSON: bundle, stream, shm (the shared-memory block the GUI created),
+    stream_cfg, rt_cfg, out_dir, resolved_config, scorer ({images: dir, heldout_twin: dir}).
+    Snapshots go to the block (neuroimagen.gui.transport); SIGTERM stops cleanly.
+    """
+    import json
+    import signal
+    import threading
+
+    from neuroimagen.gui.transport import SnapshotWriter
+    from neuroimagen.realtime.backend import load_backend
+    from neuroimagen.realtime.config import RealtimeConfig
+    from neuroimagen.realtime.live import live_stream_config, run_live
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.training.models.bundle import load_bundle
+
+    spec = json.loads(spec_json)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    writer = SnapshotWriter(spec["shm"])
+    state: dict = {"phase": "loading"}
+    writer.write(None, None, state)
+    try:
+        # 1. bundle, backend, scorer
+        bundle = load_bundle(spec["bundle"])
+        m = bundle.manifest
+        state["model"] = {"name": m.name, "description": m.description, "simulated": m.simulated,
+                          "path": str(bundle.path)}
+        stream_cfg = StreamConfig.model_validate(spec["stream_cfg"])
+        rt_cfg = RealtimeConfig.model_validate(spec["rt_cfg"])
+        backend = load_backend(bundle, rt_cfg)
+        scorer = None
+        sc = spec.get("scorer") or {}
+        if sc.get("twin"):
+            from .scoring import LiveScorer, twin_truth
+
+            images, heldout = twin_truth(sc["twin"])
+            scorer = LiveScorer(m.class_names, images, heldout)
+        cfg = live_stream_config(bundle, stream_cfg, rt_cfg, eeg_name=spec["stream"])
+        cfg = cfg.model_copy(update={"inlet": cfg.inlet.model_copy(update={"source_id": None})})
+        state["phase"] = "warming up"
+        writer.write(None, None, state)
+
+        def on_engine(engine) -> None:
+            if engine is not None:
+                state["phase"] = "running"
+                state["scale_to_volts"] = float(getattr(engine.pipeline.contract, "scale_to_volts", 1.0))
+                writer.write(None, None, state)
+
+        def on_snapshot(snap) -> None:
+            f = snap.frame
+            if f is None:
+                return
+            state["frame"] = {"seq": f.seq, "timestamp": f.timestamp, "first_sample": f.first_sample,
+                              "marker": dict(f.marker), "class_scores": f.class_scores.tolist(),
+                              "top_k": f.top_k, "timings_ms": f.timings_ms}
+            state["metrics"] = snap.metrics
+            state["status"] = snap.status
+            writer.write(f.image, f.saliency, state)
+
+        summary: dict = {}
+        try:
+            run_live(bundle, backend, cfg, rt_cfg, out_dir=spec["out_dir"], resolved_config=spec["resolved_config"],
+                     scorer=scorer, on_snapshot=on_snapshot, should_stop=stop.is_set, summary_out=summary,
+                     on_engine=on_engine)
+        finally:
+            backend.close()
+            state["phase"] = "stopped"
+            state["summary"] = summary
+            state.pop("frame", None)
+            writer.write(None, None, state)
+    finally:
+        writer.close()
