@@ -35,7 +35,7 @@ def test_demo_opens_the_gui_offscreen_saves_a_screenshot_and_exits(lsl_loopback,
     script = Path(sys.executable).with_name("neuroimagen")  # the console script of this environment
     cmd = [str(script), "demo", "--bundle", str(bundle), "--workdir", str(work),
            "--duration", "12", "--speed", "2", "--screenshot", str(shot), "--out", str(tmp_path / "out"),
-           "--json", str(report)]
+           "--json", str(report), "--set", "gui.engine=thread"]  # an engine process starts in 15-20 s here
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

@@ -22,6 +22,7 @@ def _window(qtbot, tmp_path, bundle, **cfg):
     stream_cfg = stream_cfg.model_copy(update={"inlet": stream_cfg.inlet.model_copy(
         update={"resolve_timeout_s": cfg.pop("resolve_timeout_s", 10.0)})})
     rt = RealtimeConfig(warmup_frames=1, session=SessionConfig(save_frames=True))
+    cfg.setdefault("engine", "thread")  # the engine's own objects are inspected; process mode: test_transport
     window = MainWindow(stream_cfg, rt, GuiConfig(display_s=2.0, **cfg), bundle=bundle,
                         out_root=tmp_path / "gui", truth_images=cfg.pop("truth", None))
     qtbot.addWidget(window)
