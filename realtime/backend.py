@@ -245,7 +245,9 @@ class TorchBackend:
         try:
             models = {role: bundle.load_role(role, device=device, dtype=dtype) for role in ROLES}
             embeddings = bundle.data(CLASS_EMBEDDINGS)
-            frame = bundle.frame(device=device, dtype=dtype)
+            overrides = {k: v for k, v in (("strength", cfg.strength),
+                                            ("num_inference_steps", cfg.num_inference_steps)) if v is not None}
+            frame = bundle.frame(device=device, dtype=dtype, **overrides)
         except Exception as exc:
             raise BackendError(f"bundle {manifest.name!r} ({bundle.path}): cannot load the frame: {exc}") from exc
         if "pooled" not in embeddings:

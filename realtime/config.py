@@ -52,6 +52,12 @@ class RealtimeConfig(FrozenConfig):
         "intra-op thread is the fastest",
     )
     recent_eeg_s: float = Field(2.0, gt=0, description="seconds of recent EEG in each snapshot")
+    strength: float | None = Field(
+        None, gt=0, le=1, description="img2img noise strength (None: the bundle's generator setting)"
+    )
+    num_inference_steps: int | None = Field(
+        None, ge=1, description="denoising schedule steps (None: the bundle's generator setting)"
+    )
     health: HealthConfig = HealthConfig()
     session: SessionConfig = SessionConfig()
 

@@ -94,6 +94,7 @@ def run_live(
     on_snapshot: Callable[[Snapshot], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     summary_out: dict[str, Any] | None = None,
+    on_engine: Callable[[Engine | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run the engine on ``stream_cfg.inlet.name`` until done; return the final metrics.
 
@@ -119,6 +120,10 @@ def run_live(
     summary_out : dict | None
         Filled with the final metrics even when the run ends by an exception
         (``KeyboardInterrupt`` included), so the caller can report them.
+    on_engine : callable | None
+        Called in this thread with the engine once it has started, and with None
+        before it stops: readers in other threads (the GUI) poll
+        :meth:`Engine.snapshot` and read its inlet's ring buffer themselves.
 
     Returns
     -------
@@ -155,6 +160,8 @@ def run_live(
         logger.info("engine: %s mode, window %d samples%s, backend %s", win.mode, win.n_times,
                     f", hop {win.hop_s * 1e3:g} ms" if win.mode == "sliding" else "", backend.status)
         engine.start()
+        if on_engine is not None:
+            on_engine(engine)
         # 4. readers, in this thread, until done
         t_end = None if duration_s is None else time.monotonic() + duration_s
         seq, next_metrics = 0, 0.0
@@ -175,6 +182,8 @@ def run_live(
     finally:
         # 5. stop cleanly (also on Ctrl-C / an error); the final figures are written either way
         error: BaseException | None = None
+        if on_engine is not None:
+            on_engine(None)
         if engine is not None:
             try:
                 engine.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import common_options, not_built_group
+from ._common import common_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -36,7 +36,7 @@ def sys_info(cfg_data: dict) -> None:
 
 
 def _register() -> None:
-    from . import bench, bundle, data, demo, eval, export, run, stream, train
+    from . import bench, bundle, data, demo, eval, export, gui, run, stream, train
 
     main.add_command(stream.stream)
     main.add_command(data.data)
@@ -47,9 +47,8 @@ def _register() -> None:
     main.add_command(bundle.bundle)
     main.add_command(export.export)
     main.add_command(run.run)
-    main.add_command(
-        not_built_group("gui", "The PyQt6 viewer: EEG, saliency, reconstruction, top-k, latency.", "the GUI issue")
-    )
+    main.add_command(gui.gui)
+    main.add_command(gui.engine_process)
 
 
 _register()

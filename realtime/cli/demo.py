@@ -31,14 +31,17 @@ def default_cache_dir() -> Path:
               help="Write the final figures as JSON too.")
 @click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Model bundle folder (default: realtime.bundle, else the embedded one).")
-@click.option("--headless", is_flag=True, help="No GUI: the terminal table only.")
+@click.option("--headless", is_flag=True, help="No GUI: the terminal table only (the GUI runs offscreen without a display).")
+@click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="GUI: save the main window as PNG 1 s before --duration ends.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Session folder: frames, top-k, EEG, metrics.json (default: sessions/demo-<date>-<time>).")
 @common_options
 def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_path: Path | None,
-         bundle_path: Path | None, headless: bool, out_dir: Path | None, cfg_data: dict) -> None:
+         bundle_path: Path | None, headless: bool, screenshot: Path | None, out_dir: Path | None,
+         cfg_data: dict) -> None:
     """Run the embedded default end to end: a synthetic-twin session streamed over LSL and
-    reconstructed live (GUI where a display exists once the GUI lands; headless now).
+    reconstructed live, in the GUI (offscreen where there is no display) unless --headless.
 
     \b
     With a bundle (--bundle, realtime.bundle, or the embedded one):
@@ -54,14 +57,18 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
 
     rt_cfg = section(RealtimeConfig, cfg_data, "realtime")
     if bundle_path or rt_cfg.bundle or embedded_bundle():
-        _bundle_demo(duration, workdir, speed, json_path, bundle_path, headless, out_dir, cfg_data, rt_cfg)
+        _bundle_demo(duration, workdir, speed, json_path, bundle_path, headless, out_dir, cfg_data, rt_cfg,
+                     screenshot)
     else:
+        if screenshot is not None:
+            raise click.UsageError("--screenshot needs the GUI, which needs a model bundle (--bundle, "
+                                   "realtime.bundle or an embedded one); this install has none")
         _linear_demo(duration, workdir, seed, speed, json_path, cfg_data, out_dir)
 
 
 def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path: Path | None,
                  bundle_path: Path | None, headless: bool, out_dir: Path | None, cfg_data: dict,
-                 rt_cfg) -> None:
+                 rt_cfg, screenshot: Path | None = None) -> None:
     import json
     import logging
 
@@ -74,7 +81,6 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
 
     from .live import (
         default_session_dir,
-        has_display,
         load_backend_or_fail,
         load_bundle_or_fail,
         resolved_config,
@@ -106,9 +112,22 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
     backend = load_backend_or_fail(bundle, rt_cfg)
     images, heldout = twin_truth(root)
     scorer = LiveScorer(bundle.manifest.class_names, images, heldout)
-    if not headless and has_display():
-        log.warning("the GUI lands with its own issue; running headless in this terminal")
     out = out_dir or default_session_dir("demo")
+    if not headless:
+        backend.close()  # loaded above to fail early; the GUI's engine loads its own in its thread
+        summary = _gui_demo(root, bundle, stream_cfg, rt_cfg, cfg_data, duration, speed, out, images, heldout,
+                            screenshot)
+        if json_path is not None:
+            json_path.write_text(json.dumps(summary, indent=1, default=str))
+        if "screenshot" in summary:
+            console.print(f"screenshot saved: {summary['screenshot']}")
+        console.print(f"GUI demo: {summary.get('n_frames', 0)} frames reconstructed, "
+                      f"{summary.get('gui', {}).get('n_frames_shown', 0)} shown; session in {out}")
+        if summary.get("gui_error"):
+            raise click.ClickException(summary["gui_error"])
+        if not summary.get("n_frames"):
+            raise click.ClickException("no frame was reconstructed: the LSL stream was not received")
+        return
     console.print(f"[bold]2/3[/] replaying a twin session over LSL; [bold]3/3[/] reconstructing every "
                   f"window live for {duration:.0f} s into {out}")
     config = resolved_config(cfg_data, stream=bundle.stream_config(stream_cfg), realtime=rt_cfg)
@@ -171,7 +190,7 @@ def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float,
     log.warning("no model bundle (--bundle, realtime.bundle or an embedded one): decoding the replay "
                 "with the linear baseline instead of reconstructing images")
     if has_display:
-        log.warning("the GUI lands with its own issue; running headless in this terminal")
+        log.warning("the GUI needs a model bundle (none in this install); running headless in this terminal")
     console.print(f"[bold]3/3[/] streaming over LSL and decoding live for {duration:.0f} s "
                   f"(images the decoder was not fitted on are scored separately)")
 
@@ -224,3 +243,41 @@ def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float,
         stopped.exit(f"demo ended after {summary['n_windows']} windows; {kept}")
     if summary["n_windows"] == 0:
         raise click.ClickException("no window was decoded: the LSL stream was not received")
+
+
+def _gui_demo(root: Path, bundle, stream_cfg, rt_cfg, cfg_data: dict, duration: float, speed: float, out: Path,
+              images: dict, heldout: set, screenshot: Path | None) -> dict:
+    """The bundle demo in the GUI: the twin session replayed here, the window connected to it."""
+    import json
+    import uuid
+
+    from neuroimagen.gui.app import run_gui
+    from neuroimagen.gui.config import GuiConfig
+    from neuroimagen.stream.config import ReplayConfig
+    from neuroimagen.stream.readers import read_recording
+    from neuroimagen.stream.replay import Player
+
+    from .gui import choose_qt_platform, require_gui_packages
+    from .live import resolved_config
+    from .scoring import LiveScorer
+
+    require_gui_packages()
+    choose_qt_platform()
+    gui_cfg = section(GuiConfig, cfg_data, "gui")
+    meta = json.loads((root / "twin.json").read_text())
+    name = f"neuroimagen-demo-{uuid.uuid4().hex[:8]}"
+    player = Player(read_recording(root / meta["files"]["recordings"][0]), name=name,
+                    cfg=ReplayConfig(speed=speed, loop=True))
+    player.start()
+    try:
+        return run_gui(
+            stream_cfg, rt_cfg, gui_cfg, bundle=bundle.path, stream_name=name, out_root=out,
+            resolved_config=resolved_config(cfg_data, stream=bundle.stream_config(stream_cfg), realtime=rt_cfg,
+                                            gui=gui_cfg),
+            truth_images=images,
+            scorer_factory=lambda _path: LiveScorer(bundle.manifest.class_names, images, heldout),
+            scorer_spec={"twin": str(root)},
+            duration_s=duration, screenshot=screenshot,
+        )
+    finally:
+        player.stop()

@@ -63,7 +63,7 @@ def run(cfg_data: dict, bundle_path: Path | None, stream_name: str | None, headl
     rt_cfg = section(RealtimeConfig, cfg_data, "realtime")
     rt_cfg = rt_cfg.model_copy(update={k: v for k, v in (("mode", mode), ("hop_s", hop_s)) if v is not None})
     if not headless and has_display():
-        log.warning("the GUI lands with its own issue; running headless in this terminal")
+        log.warning("run is terminal-only; for the live view use `neuroimagen gui --stream NAME`")
     # 1. bundle and backend
     bundle = load_bundle_or_fail(bundle_path, rt_cfg)
     # 2. which stream
