@@ -43,9 +43,9 @@ def eval_() -> None:
 @click.option(
     "--classifier",
     "classifier_path",
-    type=_FILE_IN,
+    type=_DIR,
     default=None,
-    help="Stimulus classifier (eval train-classifier) for n-way top-k.",
+    help="Stimulus classifier model folder (eval train-classifier) for n-way top-k.",
 )
 @click.option("--n-way", type=click.IntRange(min=2), default=50, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
@@ -138,7 +138,8 @@ def leak(
 
 @eval_.command("train-classifier")
 @click.argument("twin_dir", type=_DIR)
-@click.option("--out", "out_path", type=_FILE_OUT, required=True, help="Classifier file to write.")
+@click.option("--out", "out_path", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Classifier model folder to write (config.json + safetensors).")
 @click.option("--image-size", type=click.IntRange(min=8), default=48, show_default=True)
 @click.option("--n-epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

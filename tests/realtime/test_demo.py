@@ -26,4 +26,4 @@ def test_demo_decodes_a_replayed_twin_live(lsl_loopback, tmp_path):
     assert s["class_top1_seen"] >= 0.4, s
     assert s["latency_ms_p50"] is not None and s["latency_ms_p50"] < 500, s
     # the cache is reused on the next run (no second twin)
-    assert (tmp_path / "twin-small-seed0" / "demo_decoder.safetensors").is_file()
+    assert (tmp_path / "twin-small-seed0" / "demo_decoder" / "config.json").is_file()
