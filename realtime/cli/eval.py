@@ -158,3 +158,26 @@ def train_classifier(
         raise click.ClickException(str(exc)) from None
     save_classifier(model, out_path)
     click.echo(f"wrote {out_path} ({len(model.class_ids)} classes)")
+
+
+@eval_.command("extractors")
+@click.argument("twin_dir", type=_DIR)
+@click.option("--semantic", type=_DIR, default=None, help="SemanticExtractor model folder.")
+@click.option("--pixel-encoder", type=_DIR, default=None, help="PixelEncoder model folder.")
+@click.option("--saliency", type=_DIR, default=None, help="SaliencyGenerator model folder.")
+@click.option("--mae", type=_DIR, default=None, help="MaskedEEGAutoencoder model folder.")
+@click.option("--split-index", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "json_path", type=_FILE_OUT, default=None)
+@common_options
+def extractors(cfg_data: dict, twin_dir: Path, semantic, pixel_encoder, saliency, mae, split_index: int,
+               json_path: Path | None) -> None:
+    """Held-out (test images) figures of trained extractors on a twin, next to the linear baseline."""
+    import json
+
+    from neuroimagen.training.eval.extractors import evaluate_extractors
+
+    res = evaluate_extractors(twin_dir, semantic=semantic, pixel_encoder=pixel_encoder, saliency=saliency,
+                              mae=mae, split_index=split_index)
+    click.echo(json.dumps(res, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(res, indent=2))
