@@ -152,3 +152,34 @@ def make_voxels_cmd(twin_dir: Path, n_voxels: int, repeats: int, class_snr: floa
     meta = make_voxel_twin(twin_dir, n_voxels=n_voxels, n_repeats=repeats, class_snr=class_snr,
                            layout_snr=layout_snr, seed=seed)
     Console().print(f"{len(meta['images']) * repeats} voxel trials x {n_voxels} voxels -> {twin_dir}/fmri")
+
+
+@data.command("oracle")
+@click.argument("twin_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="test", show_default=True)
+@click.option("--split-index", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--background-s", type=click.FloatRange(min=10), default=120.0, show_default=True,
+              help="Seconds of simulated background for the noise covariance.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@common_options
+def oracle_cmd(twin_dir: Path, split: str, split_index: int, background_s: float, json_path: Path | None,
+               cfg_data: dict) -> None:
+    """The oracle decoder's class accuracy on a twin: the ceiling every decoder is reported against.
+
+    A matched filter with the twin's true class and layout templates, the subjects' gains and
+    latencies, and the background covariance. Example: neuroimagen data oracle twin --split test
+    """
+    import json
+
+    from rich.console import Console
+
+    from neuroimagen.training.data.twin.oracle import run_oracle
+
+    try:
+        res = run_oracle(twin_dir, split, split_index, background_s=background_s)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    Console().print(f"oracle on {twin_dir} ({split}, {res['n_test']} trials): class accuracy "
+                    f"{res['accuracy']:.3f} (chance {res['chance']:.3f})")
+    if json_path is not None:
+        json_path.write_text(json.dumps(res, indent=2))

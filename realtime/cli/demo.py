@@ -179,8 +179,8 @@ def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float,
         console.print(f"[bold]1/3[/] using the twin in {root}")
 
     # 2. the decoder (cached), fitted on the train split only
-    decoder_path = root / "demo_decoder.safetensors"
-    if not decoder_path.is_file():
+    decoder_path = root / "demo_decoder"
+    if not (decoder_path / "config.json").is_file():
         console.print("[bold]2/3[/] fitting the linear decoder on the twin's train split ...")
         fit_decoder(root, split="train").save(decoder_path)
     decoder = LinearWindowDecoder.load(decoder_path)

@@ -43,9 +43,9 @@ def eval_() -> None:
 @click.option(
     "--classifier",
     "classifier_path",
-    type=_FILE_IN,
+    type=_DIR,
     default=None,
-    help="Stimulus classifier (eval train-classifier) for n-way top-k.",
+    help="Stimulus classifier model folder (eval train-classifier) for n-way top-k.",
 )
 @click.option("--n-way", type=click.IntRange(min=2), default=50, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
@@ -138,7 +138,8 @@ def leak(
 
 @eval_.command("train-classifier")
 @click.argument("twin_dir", type=_DIR)
-@click.option("--out", "out_path", type=_FILE_OUT, required=True, help="Classifier file to write.")
+@click.option("--out", "out_path", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Classifier model folder to write (config.json + safetensors).")
 @click.option("--image-size", type=click.IntRange(min=8), default=48, show_default=True)
 @click.option("--n-epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -157,3 +158,26 @@ def train_classifier(
         raise click.ClickException(str(exc)) from None
     save_classifier(model, out_path)
     click.echo(f"wrote {out_path} ({len(model.class_ids)} classes)")
+
+
+@eval_.command("extractors")
+@click.argument("twin_dir", type=_DIR)
+@click.option("--semantic", type=_DIR, default=None, help="SemanticExtractor model folder.")
+@click.option("--pixel-encoder", type=_DIR, default=None, help="PixelEncoder model folder.")
+@click.option("--saliency", type=_DIR, default=None, help="SaliencyGenerator model folder.")
+@click.option("--mae", type=_DIR, default=None, help="MaskedEEGAutoencoder model folder.")
+@click.option("--split-index", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "json_path", type=_FILE_OUT, default=None)
+@common_options
+def extractors(cfg_data: dict, twin_dir: Path, semantic, pixel_encoder, saliency, mae, split_index: int,
+               json_path: Path | None) -> None:
+    """Held-out (test images) figures of trained extractors on a twin, next to the linear baseline."""
+    import json
+
+    from neuroimagen.training.eval.extractors import evaluate_extractors
+
+    res = evaluate_extractors(twin_dir, semantic=semantic, pixel_encoder=pixel_encoder, saliency=saliency,
+                              mae=mae, split_index=split_index)
+    click.echo(json.dumps(res, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(res, indent=2))

@@ -37,7 +37,7 @@ def test_demo_decodes_a_replayed_twin_live(lsl_loopback, tmp_path):
     assert s["timestamp_to_prediction_ms_p50"] > 0 and s["window_ready_ms_p50"] > 0, s
     assert s["interrupted"] is None
     # the cache is reused on the next run (no second twin)
-    assert (tmp_path / "twin-small-seed0" / "demo_decoder.safetensors").is_file()
+    assert (tmp_path / "twin-small-seed0" / "demo_decoder" / "config.json").is_file()
 
 
 @pytest.mark.slow

@@ -124,15 +124,19 @@ def test_stimulus_classifier_on_the_twins_own_stimuli(tmp_path):
 
 
 def test_classifier_save_load_roundtrip(classifier, tmp_path):
-    path = save_classifier(classifier, tmp_path / "clf.pt")
+    path = save_classifier(classifier, tmp_path / "clf")
+    assert (path / "config.json").is_file()
     loaded = load_classifier(path)
     x = torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), classifier(x))
     assert loaded.class_names == classifier.class_names
-    (tmp_path / "junk.pt").write_bytes(b"not a classifier")
-    with pytest.raises(Exception, match="junk.pt|classifier|pickle|zip"):
-        load_classifier(tmp_path / "junk.pt")
+    from neuroimagen.training.models.format import ModelFormatError
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text('{"_class_name": "PixelEncoder"}')
+    with pytest.raises(ModelFormatError, match="holds a PixelEncoder, not a StimulusClassifier"):
+        load_classifier(tmp_path / "junk")
 
 
 def reconstruction_dirs(twin: Path, root: Path, wrong: bool) -> tuple[Path, Path, Path]:
@@ -259,13 +263,13 @@ def test_grid_png_layout(tmp_path):
 
 def test_cli_train_classifier_then_eval_images(twin, tmp_path):
     gt, pred, sal = reconstruction_dirs(twin, tmp_path, wrong=False)
-    clf_path = tmp_path / "clf.pt"
+    clf_path = tmp_path / "clf"
     runner = CliRunner()
     res = runner.invoke(
         main, ["eval", "train-classifier", str(twin), "--out", str(clf_path), "--n-epochs", "20"]
     )
     assert res.exit_code == 0, res.output
-    assert clf_path.is_file() and "6 classes" in res.output
+    assert (clf_path / "config.json").is_file() and "6 classes" in res.output
     json_path, grid_path = tmp_path / "out" / "report.json", tmp_path / "out" / "grid.png"
     res = runner.invoke(
         main,

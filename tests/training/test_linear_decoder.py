@@ -36,7 +36,7 @@ def test_decoder_equals_the_sklearn_reference_and_round_trips(twin_dir, tmp_path
     np.testing.assert_allclose(got["class"], ref[:, :n_cls], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(got["quadrant"], ref[:, n_cls + 2 :], rtol=1e-6, atol=1e-9)
 
-    path = dec.save(tmp_path / "dec.safetensors")
+    path = dec.save(tmp_path / "dec")
     back = LinearWindowDecoder.load(path)
     assert back.class_names == dec.class_names and back.tasks == dec.tasks
     # it records exactly the images it was fitted on; the test images are not among them
@@ -55,13 +55,14 @@ def test_decoder_refuses_wrong_shapes_and_files(twin_dir, tmp_path):
     dec = baseline.fit_decoder(twin_dir, split="train")
     with pytest.raises(ValueError, match=r"expects windows of shape \(128, 440\)"):
         dec.scores(np.zeros((64, 440), dtype=np.float32))
-    with pytest.raises(FileNotFoundError, match="decoder file not found"):
-        LinearWindowDecoder.load(tmp_path / "nope.safetensors")
-    from safetensors.numpy import save_file
+    from neuroimagen.training.models.format import ModelFormatError, save_model
+    from neuroimagen.training.models.pixel import PixelEncoder
 
-    save_file({"x": np.zeros(3)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="not a linear window decoder"):
-        LinearWindowDecoder.load(tmp_path / "other.safetensors")
+    with pytest.raises(ModelFormatError, match="model folder not found"):
+        LinearWindowDecoder.load(tmp_path / "nope")
+    save_model(PixelEncoder(n_spatial_filters=2, hidden_dim=0, feature_dim=4), tmp_path / "other")
+    with pytest.raises(ModelFormatError, match="holds a PixelEncoder, not a LinearWindowDecoder"):
+        LinearWindowDecoder.load(tmp_path / "other")
 
 
 def test_window_features_shape_and_values():

@@ -75,6 +75,13 @@ def test_contrastive_pixel_then_saliency_with_samples(twin, tmp_path):
     assert gen.config.image_size == 16
     assert sorted(p.name for p in (tmp_path / "sal" / "samples").iterdir()) == ["step-0000006.png"]
     assert {"ssim", "pcc", "hemifield_acc"} <= set(res["eval"])
+    # the held-out measurement reads the same folders
+    from neuroimagen.training.eval.extractors import evaluate_extractors
+
+    m = evaluate_extractors(twin, pixel_encoder=enc, saliency=res["models"]["saliency_generator"])
+    assert m["n_test"] == 8 and m["saliency"]["decoded_by"] == "linear"
+    assert {"ssim", "pcc", "class_mean_ssim", "class_mean_pcc", "hemifield_acc"} <= set(m["saliency"])
+    assert 0 <= m["linear"]["hemifield_acc"] <= 1
     # fine-tuning the encoder through the generator exports it too
     res = _run("saliency", twin, tmp_path / "sal-ft", encoder=enc, params=["loss.encoder_lr_ratio=0.1"])
     assert "pixel_encoder" in res["models"]

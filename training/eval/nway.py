@@ -9,8 +9,10 @@ among the ``top_k`` highest of that restricted set. Each image is scored over
 
 The classifier is any callable ``images -> logits`` (images (n, 3, h, w)
 float32 in [0, 1]). On the real data that is an ImageNet classifier; on the
-synthetic twin, :func:`train_stimulus_classifier` trains a tiny CNN on the
-twin's stimulus images (``DIR/images/<wnid>/<stem>.JPEG``).
+synthetic twin, :func:`train_stimulus_classifier` trains a tiny CNN
+(:class:`~neuroimagen.training.models.stimulus_classifier.StimulusClassifier`, a
+model folder like every model) on the twin's stimulus images
+(``DIR/images/<wnid>/<stem>.JPEG``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from neuroimagen.training.models.stimulus_classifier import StimulusClassifier
 
 from .images import IMAGE_SUFFIXES, load_image
 
@@ -168,60 +171,6 @@ def _batched(fn: Classifier, images: torch.Tensor, batch_size: int) -> torch.Ten
 # --------------------------------------------------------------------------- stimulus classifier
 
 
-class StimulusClassifier(nn.Module):
-    """A small CNN over the twin's stimulus images; a :data:`Classifier`.
-
-    Takes (n, 3, h, w) float32 in [0, 1] of any size (resized to
-    ``image_size``), returns (n, n_classes) logits. ``class_ids`` (wnids) and
-    ``class_names`` say what each output is. Three conv blocks (two 3x3
-    convolutions + 2x2 max-pool each), then global mean and max pooling and a
-    linear head.
-    """
-
-    def __init__(
-        self,
-        class_ids: list[str],
-        class_names: list[str] | None = None,
-        image_size: int = 48,
-        width: int = 16,
-    ) -> None:
-        super().__init__()
-        self.class_ids = list(class_ids)
-        self.class_names = list(class_names) if class_names is not None else list(class_ids)
-        self.image_size = int(image_size)
-        self.width = int(width)
-        layers: list[nn.Module] = []
-        c_in = 2
-        for c_out in (self.width, 2 * self.width, 4 * self.width):
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, padding=1),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            ]
-            c_in = c_out
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(2 * c_in, len(self.class_ids))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(
-            images.float(),
-            size=(self.image_size, self.image_size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
-        # hue-free input: grey level and the contrast to the (median) background,
-        # which keeps the object's outline and fill pattern whatever its colour
-        grey = x.mean(dim=1, keepdim=True)
-        background = x.flatten(2).median(dim=2).values[:, :, None, None]
-        contrast = (x - background).abs().sum(dim=1, keepdim=True)
-        x = self.features(torch.cat([grey * 2 - 1, contrast * 2], dim=1))
-        # mean and max pooling: texture/fill (mean) and shape parts anywhere (max)
-        x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-        return self.head(x)
-
-
 def _twin_image_dir(image_dir: Path) -> tuple[Path, dict]:
     """The ``images/`` folder and ``twin.json`` metadata (empty if absent) of a twin dir."""
     image_dir = Path(image_dir)
@@ -315,7 +264,7 @@ def train_stimulus_classifier(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = StimulusClassifier(class_ids, names, image_size=image_size)
+        model = StimulusClassifier(class_ids=class_ids, class_names=names, image_size=image_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = images.shape[0]
     model.train()
@@ -368,39 +317,20 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def save_classifier(model: StimulusClassifier, path: str | Path) -> Path:
-    """Save a :class:`StimulusClassifier` (weights + class ids/names + sizes) to one file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": "neuroimagen-stimulus-classifier-v1",
-            "class_ids": model.class_ids,
-            "class_names": model.class_names,
-            "image_size": model.image_size,
-            "width": model.width,
-            "state_dict": model.state_dict(),
-        },
-        path,
-    )
-    return path
+    """Save a :class:`StimulusClassifier` as a model folder (config.json with the class ids/names + safetensors)."""
+    from neuroimagen.training.models.format import save_model
+
+    return save_model(model, path)
 
 
 def load_classifier(path: str | Path) -> StimulusClassifier:
-    """Load a classifier written by :func:`save_classifier` (eval mode).
+    """Load a classifier folder written by :func:`save_classifier` (strictly, eval mode).
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        missing file, or a file that is not a saved stimulus classifier.
+    ModelFormatError
+        missing folder, or a folder that does not hold exactly a stimulus classifier.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classifier file not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "neuroimagen-stimulus-classifier-v1":
-        raise ValueError(f"{path} is not a neuroimagen stimulus classifier (missing 'format' key)")
-    model = StimulusClassifier(
-        blob["class_ids"], blob["class_names"], image_size=blob["image_size"], width=blob["width"]
-    )
-    model.load_state_dict(blob["state_dict"])
-    return model.eval()
+    from neuroimagen.training.models.format import load_model
+
+    return load_model(StimulusClassifier, path)

@@ -307,7 +307,7 @@ def run_image_eval(
 ) -> dict:
     """What ``neuroimagen eval images`` does: load the optional models, evaluate, write the reports.
 
-    ``classifier_path`` is a file from :func:`~.nway.save_classifier`;
+    ``classifier_path`` is a model folder from :func:`~.nway.save_classifier`;
     ``clip_path`` a local transformers CLIP folder; ``inception_weights``
     torch-fidelity's Inception-v3 weights file (enables FID and IS). A model
     that cannot be loaded is an error, never silently skipped.

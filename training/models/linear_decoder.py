@@ -8,22 +8,21 @@ mapped by one weight matrix to the scores of several tasks (e.g. ``class``,
 ``hemifield``, ``quadrant``); each task's prediction is the argmax of its
 slice.
 
-Weights live in a safetensors file whose metadata holds the task layout and
-class names, so the live process needs nothing from the training stack.
+It is a model folder like every other model (config.json with the task layout,
+class names and fitted images; safetensors with the standardisation and
+weights), so the live process needs nothing from the training stack.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 
 __all__ = ["LinearWindowDecoder", "window_features"]
-
-FORMAT = "neuroimagen.linear_window_decoder/1"
-
 
 def window_features(x: np.ndarray, posterior: np.ndarray, bin_samples: int = 20) -> np.ndarray:
     """Features of normalised windows.
@@ -50,33 +49,93 @@ def window_features(x: np.ndarray, posterior: np.ndarray, bin_samples: int = 20)
     return np.concatenate([binned.reshape(n_w, -1).astype(np.float64), logvar], axis=1)
 
 
-@dataclass(frozen=True)
-class LinearWindowDecoder:
-    """Standardise features, one matrix product, argmax per task.
+class LinearWindowDecoder(ModelMixin, ConfigMixin):
+    """Standardise features, one matrix product, argmax per task; a model folder like every other.
 
-    Attributes
-    ----------
-    posterior : ndarray of int, channels of the binned time course
-    bin_samples : int
-    n_channels, n_times : int, the window shape it expects
-    mean, scale : ndarray, shape (n_features,), feature standardisation
-    weight : ndarray, shape (n_features, n_outputs); bias : (n_outputs,)
-    tasks : dict task -> (start, stop) column slice of the outputs
-    class_names : list of str, names of the ``class`` task's outputs
-    fitted_images : list of str, the image ids it was fitted on (any other image is unseen)
+    Config (``config.json``): ``posterior`` (channels of the binned time course),
+    ``bin_samples``, ``n_channels``, ``n_times`` (the window shape it expects),
+    ``n_features``, ``n_outputs``, ``tasks`` (task -> [start, stop) column slice of the
+    outputs), ``class_names`` (the ``class`` task's outputs) and ``fitted_images`` (the
+    image ids it was fitted on; any other image is unseen). Tensors (float64):
+    ``mean``, ``scale`` (n_features,), ``weight`` (n_features, n_outputs), ``bias`` (n_outputs,).
+
+    Build one from arrays with :meth:`from_arrays`; save and load with :meth:`save` /
+    :meth:`load` (the one model format, loaded strictly).
     """
 
-    posterior: np.ndarray
-    bin_samples: int
-    n_channels: int
-    n_times: int
-    mean: np.ndarray
-    scale: np.ndarray
-    weight: np.ndarray
-    bias: np.ndarray
-    tasks: dict[str, tuple[int, int]]
-    class_names: list[str] = field(default_factory=list)
-    fitted_images: list[str] = field(default_factory=list)
+    @register_to_config
+    def __init__(
+        self,
+        posterior: list[int] | None = None,
+        bin_samples: int = 20,
+        n_channels: int = 128,
+        n_times: int = 440,
+        n_features: int = 1,
+        n_outputs: int = 1,
+        tasks: dict[str, list[int]] | None = None,
+        class_names: list[str] | None = None,
+        fitted_images: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros(n_features, n_outputs, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(n_outputs, dtype=torch.float64))
+
+    @classmethod
+    def from_arrays(
+        cls,
+        posterior: np.ndarray,
+        bin_samples: int,
+        n_channels: int,
+        n_times: int,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        tasks: dict[str, tuple[int, int]],
+        class_names: list[str] | None = None,
+        fitted_images: list[str] | None = None,
+    ) -> LinearWindowDecoder:
+        """A decoder from fitted arrays (weight (n_features, n_outputs))."""
+        weight = np.asarray(weight, dtype=np.float64)
+        model = cls(
+            posterior=[int(i) for i in np.asarray(posterior)], bin_samples=int(bin_samples),
+            n_channels=int(n_channels), n_times=int(n_times), n_features=int(weight.shape[0]),
+            n_outputs=int(weight.shape[1]), tasks={k: [int(a), int(b)] for k, (a, b) in tasks.items()},
+            class_names=list(class_names or []), fitted_images=list(fitted_images or []),
+        )
+        for name, arr in (("mean", mean), ("scale", scale), ("weight", weight), ("bias", bias)):
+            getattr(model, name).copy_(torch.from_numpy(np.asarray(arr, dtype=np.float64)))
+        return model.eval()
+
+    @property
+    def posterior(self) -> np.ndarray:
+        return np.asarray(self.config.posterior, dtype=np.int64)
+
+    @property
+    def bin_samples(self) -> int:
+        return int(self.config.bin_samples)
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.config.n_channels)
+
+    @property
+    def n_times(self) -> int:
+        return int(self.config.n_times)
+
+    @property
+    def tasks(self) -> dict[str, tuple[int, int]]:
+        return {k: (int(a), int(b)) for k, (a, b) in (self.config.tasks or {}).items()}
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names or [])
+
+    @property
+    def fitted_images(self) -> list[str]:
+        return list(self.config.fitted_images or [])
 
     def scores(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         """Scores per task for windows (n, n_channels, n_times) or one window (n_channels, n_times)."""
@@ -87,8 +146,8 @@ class LinearWindowDecoder:
             raise ValueError(
                 f"decoder expects windows of shape ({self.n_channels}, {self.n_times}), got {w.shape[1:]}"
             )
-        f = (window_features(w, self.posterior, self.bin_samples) - self.mean) / self.scale
-        out = f @ self.weight + self.bias
+        f = (window_features(w, self.posterior, self.bin_samples) - self.mean.numpy()) / self.scale.numpy()
+        out = f @ self.weight.numpy() + self.bias.numpy()
         return {task: out[:, a:b] for task, (a, b) in self.tasks.items()}
 
     def predict(self, windows: np.ndarray) -> dict[str, np.ndarray]:
@@ -96,50 +155,14 @@ class LinearWindowDecoder:
         return {task: s.argmax(axis=1) for task, s in self.scores(windows).items()}
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.numpy import save_file
+        """Save as a model folder (config.json + safetensors)."""
+        from .format import save_model
 
-        path = Path(path)
-        meta = {
-            "format": FORMAT,
-            "bin_samples": str(self.bin_samples),
-            "n_channels": str(self.n_channels),
-            "n_times": str(self.n_times),
-            "tasks": json.dumps(self.tasks),
-            "class_names": json.dumps(self.class_names),
-            "fitted_images": json.dumps(self.fitted_images),
-        }
-        tensors = {
-            "posterior": np.asarray(self.posterior, dtype=np.int64),
-            "mean": self.mean.astype(np.float64),
-            "scale": self.scale.astype(np.float64),
-            "weight": self.weight.astype(np.float64),
-            "bias": self.bias.astype(np.float64),
-        }
-        save_file(tensors, str(path), metadata=meta)
-        return path
+        return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> LinearWindowDecoder:
-        from safetensors import safe_open
+        """Load a model folder strictly (see :func:`~neuroimagen.training.models.format.load_model`)."""
+        from .format import load_model
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"decoder file not found: {path}")
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path}: not a linear window decoder (format {meta.get('format')!r})")
-            t = {k: f.get_tensor(k) for k in f.keys()}
-        return cls(
-            posterior=t["posterior"],
-            bin_samples=int(meta["bin_samples"]),
-            n_channels=int(meta["n_channels"]),
-            n_times=int(meta["n_times"]),
-            mean=t["mean"],
-            scale=t["scale"],
-            weight=t["weight"],
-            bias=t["bias"],
-            tasks={k: tuple(v) for k, v in json.loads(meta["tasks"]).items()},
-            class_names=json.loads(meta["class_names"]),
-            fitted_images=json.loads(meta["fitted_images"]),
-        )
+        return load_model(cls, path)

@@ -8,7 +8,7 @@ start from a pretrained :class:`~neuroimagen.training.models.mae.MaskedEEGAutoen
 of the same sizes (:meth:`SemanticExtractor.load_mae_encoder`). The heads are
 DreamDiffusion's conditioning mapper: a 1x1 convolution over the token axis
 (n_patches + 1 -> n_tokens) and a linear map dim -> width; the pooled vector
-is a linear map of the mean token.
+is a linear map of all tokens, each reduced to a few features (positions kept).
 
 Class scores (the top-k shown live) are cosine similarities of ``pooled`` to
 each class's pooled embedding: :func:`class_scores`.
@@ -48,16 +48,23 @@ def class_scores(pooled: torch.Tensor, class_pooled: torch.Tensor) -> torch.Tens
 
 
 class _Heads(nn.Module):
-    def __init__(self, n_in_tokens: int, dim: int, n_tokens: int, width: int) -> None:
+    """Tokens: DreamDiffusion's mapper. Pooled: every token reduced to ``pool_dim``, flattened, mapped.
+
+    The pooled head keeps each token's position (a mean over tokens would discard when
+    things happen, which is where the class lives in an evoked response).
+    """
+
+    def __init__(self, n_in_tokens: int, dim: int, n_tokens: int, width: int, pool_dim: int = 16) -> None:
         super().__init__()
         self.channel_mapper = nn.Conv1d(n_in_tokens, n_tokens, kernel_size=1)
         self.dim_mapper = nn.Linear(dim, width)
         self.pool_norm = nn.LayerNorm(dim)
-        self.pool_proj = nn.Linear(dim, width)
+        self.pool_reduce = nn.Linear(dim, pool_dim)
+        self.pool_proj = nn.Linear(n_in_tokens * pool_dim, width)
 
     def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.dim_mapper(self.channel_mapper(latent))
-        pooled = self.pool_proj(self.pool_norm(latent.mean(dim=1)))
+        pooled = self.pool_proj(self.pool_reduce(self.pool_norm(latent)).flatten(1))
         return tokens, pooled
 
 

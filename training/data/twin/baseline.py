@@ -133,7 +133,7 @@ def fit_decoder(twin_dir: str | Path, split: str = "train", split_index: int = 0
     n_out = [n_cls, 2, 4]
     scaler, model = _fit_ridge(feats, [d["label"], d["hemifield"], d["quadrant"]], n_out)
     meta = json.loads((Path(twin_dir) / "twin.json").read_text())
-    return LinearWindowDecoder(
+    return LinearWindowDecoder.from_arrays(
         posterior=posterior,
         bin_samples=BIN_SAMPLES,
         n_channels=d["x"].shape[1],
