@@ -27,6 +27,15 @@ SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 N_CH, N_T, N_TOK, WIDTH, CROSS = 8, 40, 5, 12, 16
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is faster than two on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class _TinyEncoder(torch.nn.Module):
     """eeg (B, n_channels, n_times) -> (tokens (B, n_tokens, width), pooled (B, width))."""
 

@@ -331,11 +331,15 @@ def make_student(teacher: UNet2DConditionModel, time_cond_proj_dim: int = 32) ->
     The w-embedding projection starts at zero, so the student begins as the teacher.
     """
     config = dict(teacher.config)
+    # diffusers re-applies defaults to the keys listed here: drop it, or the new key is ignored
+    config.pop("_use_default_values", None)
     config["time_cond_proj_dim"] = time_cond_proj_dim
     student = UNet2DConditionModel.from_config(config)
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     if unexpected or any("cond_proj" not in k for k in missing):
         raise ValueError(f"student and teacher differ beyond the w embedding: {missing} {unexpected}")
+    if student.time_embedding.cond_proj is None:
+        raise ValueError("the student UNet was built without a w embedding (time_cond_proj_dim)")
     torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
     return student.to(teacher.device, teacher.dtype)
 

@@ -1,0 +1,421 @@
+"""The embedded default's generator: a tiny TAESD-like autoencoder and a tiny latent diffusion
+model trained on the twin's images, conditioned on the twin's class targets, then distilled
+to 1-2 steps; and the bundle assembly that combines it with the extractor folders.
+
+Stages (each writes its own folder under ``work_dir`` and a ``done.json``; a finished
+stage is skipped on the next run, so the build is resumable)::
+
+    autoencoder/   AutoencoderTiny trained to reconstruct the train-split images
+    teacher/       UNet2DConditionModel + ConditioningProjection (learned null), epsilon, DDPM
+    student/       LCM-distilled UNet (time_cond_proj_dim) + the same projection
+    voting/        ImageEncoder trained contrastively to the class targets (optional)
+
+:func:`assemble_bundle` then writes a bundle from the extractor folders (pixel encoder,
+saliency generator, semantic extractor: the extractors issue's outputs), this generator
+and the twin's stream contract, preprocessing, windowing and normalisation statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderTiny, DDPMScheduler, LCMScheduler, UNet2DConditionModel
+from pydantic import Field
+
+from neuroimagen.stream.config import FrozenConfig
+from neuroimagen.training.models.format import load_model, save_model
+from neuroimagen.training.models.img2img import ConditioningProjection
+from neuroimagen.training.models.voting import ImageEncoder
+
+from .diffusion import (
+    DreamDiffusionFinetuner,  # noqa: F401 (the EEG-conditioned stage reuses the same loss)
+    LCMDistiller,
+    encode_images,
+    make_student,
+    train_image_encoder,
+)
+
+__all__ = [
+    "GeneratorConfig",
+    "assemble_bundle",
+    "build_generator",
+    "load_twin_images",
+    "tiny_autoencoder",
+    "tiny_unet",
+]
+
+logger = logging.getLogger(__name__)
+
+DONE = "done.json"
+SCHEDULER_KW = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+class GeneratorConfig(FrozenConfig):
+    """Sizes and budgets of the tiny generator (the demo preset's defaults)."""
+
+    image_size: int = Field(64, description="training and output resolution (px)")
+    latent_channels: int = 4
+    ae_channels: int = 32
+    ae_steps: int = 1500
+    unet_channels: tuple[int, int] = (32, 64)
+    cross_attention_dim: int = 64
+    attention_head_dim: int = 8
+    unet_steps: int = 3000
+    distill_steps: int = 800
+    time_cond_proj_dim: int = 32
+    num_ddim_timesteps: int = 50
+    voting_epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    max_minutes_per_stage: float = Field(20.0, gt=0, description="a stage stops early past this budget")
+
+
+def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
+    """A TAESD-shaped autoencoder, 4x down-sampling (64 px -> 16 x 16 x 4)."""
+    c = cfg.ae_channels
+    return AutoencoderTiny(
+        encoder_block_out_channels=(c, c, c),
+        decoder_block_out_channels=(c, c, c),
+        num_encoder_blocks=(1, 1, 1),
+        num_decoder_blocks=(1, 1, 1),
+        latent_channels=cfg.latent_channels,
+    )
+
+
+def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
+    c0, c1 = cfg.unet_channels
+    return UNet2DConditionModel(
+        sample_size=cfg.image_size // 4,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        block_out_channels=(c0, c1),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cfg.cross_attention_dim,
+        attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=8,
+    )
+
+
+def noise_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**SCHEDULER_KW, prediction_type="epsilon")
+
+
+def lcm_scheduler(cfg: GeneratorConfig) -> LCMScheduler:
+    return LCMScheduler(**SCHEDULER_KW, prediction_type="epsilon", original_inference_steps=cfg.num_ddim_timesteps)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_twin_images(twin_dir: str | Path, image_size: int) -> dict[str, Any]:
+    """The twin's images with class labels, split parts (by image) and class targets.
+
+    Returns
+    -------
+    dict
+        ``images`` (N, 3, S, S) float32 in [0, 1], ``labels`` (N,) int64, ``stems`` (N,),
+        ``part`` (N,) int64 (0 train, 1 val, 2 test), ``tokens`` (K, 77, 768),
+        ``pooled`` (K, 768), ``meta`` (twin.json).
+    """
+    from safetensors.torch import load_file
+
+    from neuroimagen.training.eval.images import load_image
+
+    twin = Path(twin_dir)
+    meta = json.loads((twin / "twin.json").read_text())
+    wnids = meta["wnids"]
+    n_img = meta["sizes"]["n_images_per_class"]
+    stems = [f"{wnids[i // n_img]}_{i % n_img + 1}" for i in range(len(wnids) * n_img)]
+    images = torch.stack([
+        load_image(twin / "images" / wnids[i // n_img] / f"{stem}.JPEG", size=image_size)
+        for i, stem in enumerate(stems)
+    ])
+    labels = torch.arange(len(stems)) // n_img
+    # the split is by image: every trial of an image is in one part
+    ds = torch.load(twin / meta["files"]["eeg"], weights_only=False)
+    splits = torch.load(twin / meta["files"]["splits"], weights_only=False)["splits"][0]
+    part = torch.full((len(stems),), -1, dtype=torch.long)
+    for j, name in enumerate(("train", "val", "test")):
+        for trial in splits[name]:
+            part[ds["dataset"][trial]["image"]] = j
+    targets = load_file(str(twin / meta["files"]["targets"]))
+    return {
+        "images": images, "labels": labels, "stems": stems, "part": part,
+        "tokens": targets["class_embeddings"].float(), "pooled": targets["class_pooled"].float(),
+        "meta": meta,
+    }
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Horizontal flips only: position is information in the twin (it drives the EEG)."""
+    flip = torch.rand(x.shape[0], generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _stage_done(folder: Path) -> dict | None:
+    f = folder / DONE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _finish(folder: Path, info: dict) -> dict:
+    (folder / DONE).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _budget(cfg: GeneratorConfig) -> Callable[[], bool]:
+    t0 = time.monotonic()
+    return lambda: time.monotonic() - t0 > 60 * cfg.max_minutes_per_stage
+
+
+def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
+                      progress: Callable[[str], None]) -> dict:
+    """Stage 1: reconstruct the images (L1 + MSE), then set ``scaling_factor`` to unit latent std."""
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    vae = tiny_autoencoder(cfg).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr * 2)
+    over = _budget(cfg)
+    loss = torch.tensor(float("nan"))
+    step = 0
+    for step in range(cfg.ae_steps):
+        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
+        x = _augment(images[idx], g) * 2 - 1
+        lat = vae.encoder(x)
+        rec = vae.decoder(lat)
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * lat.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            progress(f"autoencoder step {step}/{cfg.ae_steps} loss {float(loss.detach()):.4f}")
+        if over():
+            break
+    vae.eval()
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(c * 2 - 1).latents for c in images.split(64)])
+        scale = float(1.0 / lat.std())
+        rec = torch.cat([vae.decode(lat_c).sample for lat_c in lat.split(64)])
+        mse = float(F.mse_loss((rec / 2 + 0.5).clamp(0, 1), images))
+    vae.register_to_config(scaling_factor=scale)
+    save_model(vae, out / "autoencoder")
+    return _finish(out, {"steps": step + 1, "loss": float(loss.detach()), "recon_mse": mse, "scaling_factor": scale})
+
+
+def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Tensor, out: Path,
+                  progress: Callable[[str], None]) -> dict:
+    """Stage 2: the class-conditioned latent diffusion teacher (epsilon), 10 % null-conditioning drop."""
+    torch.manual_seed(cfg.seed + 1)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    unet = tiny_unet(cfg).train()
+    proj = ConditioningProjection(tokens.shape[-1], cfg.cross_attention_dim, tokens.shape[1], learned_null=True).train()
+    sched = noise_scheduler()
+    params = list(unet.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.unet_steps)
+    over = _budget(cfg)
+    losses: list[float] = []
+    step = 0
+    for step in range(cfg.unet_steps):
+        idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
+        embeds = proj.drop(proj(tokens[idx]), 0.1, g)
+        pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=embeds).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        lr_sched.step()
+        losses.append(float(loss.detach()))
+        if step % 100 == 0:
+            progress(f"teacher step {step}/{cfg.unet_steps} loss {np.mean(losses[-100:]):.4f}")
+        if over():
+            break
+    save_model(unet.eval(), out / "unet")
+    save_model(proj.eval(), out / "projection")
+    sched.save_config(str(out / "scheduler"))
+    return _finish(out, {"steps": step + 1, "loss_last100": float(np.mean(losses[-100:]))})
+
+
+def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tensor, tokens: torch.Tensor,
+                    out: Path, progress: Callable[[str], None]) -> dict:
+    """Stage 3: latent consistency distillation of the teacher to a 1-2 step student."""
+    torch.manual_seed(cfg.seed + 2)
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    teacher = load_model(UNet2DConditionModel, teacher_dir / "unet")
+    proj = load_model(ConditioningProjection, teacher_dir / "projection")
+    student = make_student(teacher, cfg.time_cond_proj_dim).train()
+    distiller = LCMDistiller(teacher, student, noise_scheduler(), num_ddim_timesteps=cfg.num_ddim_timesteps,
+                             lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95)
+    over = _budget(cfg)
+    losses: list[float] = []
+    step = 0
+    for step in range(cfg.distill_steps):
+        idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
+        with torch.no_grad():
+            embeds = proj(tokens[idx])
+        losses.append(distiller.step(latents[idx], embeds, generator=g))
+        if step % 50 == 0:
+            progress(f"distill step {step}/{cfg.distill_steps} loss {np.mean(losses[-50:]):.5f}")
+        if over():
+            break
+    save_model(distiller.target.eval(), out / "unet")  # the EMA target, as LCM ships
+    lcm_scheduler(cfg).save_config(str(out / "scheduler"))
+    return _finish(out, {"steps": step + 1, "loss_last50": float(np.mean(losses[-50:]))})
+
+
+def train_voting(cfg: GeneratorConfig, images: torch.Tensor, labels: torch.Tensor, pooled: torch.Tensor,
+                 out: Path) -> dict:
+    """Stage 4: the small image encoder for CLIP-style voting, contrastive to the class targets."""
+    torch.manual_seed(cfg.seed + 3)
+    enc = ImageEncoder(width=pooled.shape[-1], channels=(16, 32, 64))
+    fit = train_image_encoder(enc, images, labels, pooled, n_epochs=cfg.voting_epochs, batch_size=cfg.batch_size,
+                              lr=cfg.lr * 3, seed=cfg.seed, augment=_augment)
+    save_model(enc, out / "image_encoder")
+    return _finish(out, {"epochs": cfg.voting_epochs, "loss": fit.losses[-1]})
+
+
+def build_generator(
+    twin_dir: str | Path,
+    work_dir: str | Path,
+    cfg: GeneratorConfig | None = None,
+    *,
+    stages: tuple[str, ...] = ("autoencoder", "teacher", "student", "voting"),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Run the generator stages that are not done yet; returns each stage's ``done.json``.
+
+    Trains on the twin's train-split images only (val and test images stay held out).
+    """
+    cfg = cfg or GeneratorConfig()
+    say = progress or (lambda msg: logger.info(msg))
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "generator_config.json").write_text(cfg.model_dump_json(indent=1))
+    data = load_twin_images(twin_dir, cfg.image_size)
+    train = data["part"] == 0
+    images, labels = data["images"][train], data["labels"][train]
+    tokens = data["tokens"][labels]
+    results: dict[str, dict] = {}
+    # 1. autoencoder
+    folder = work / "autoencoder"
+    if (done := _stage_done(folder)) is None and "autoencoder" in stages:
+        folder.mkdir(exist_ok=True)
+        done = train_autoencoder(cfg, images, folder, say)
+    results["autoencoder"] = done or {}
+    if "teacher" not in stages and "student" not in stages:
+        return results
+    vae = load_model(AutoencoderTiny, folder / "autoencoder")
+    flipped = images.flip(-1)
+    latents = encode_images(vae, torch.cat([images, flipped]))
+    tokens2 = torch.cat([tokens, tokens])
+    # 2. teacher
+    folder = work / "teacher"
+    if (done := _stage_done(folder)) is None and "teacher" in stages:
+        folder.mkdir(exist_ok=True)
+        done = train_teacher(cfg, latents, tokens2, folder, say)
+    results["teacher"] = done or {}
+    # 3. student
+    folder = work / "student"
+    if (done := _stage_done(folder)) is None and "student" in stages:
+        folder.mkdir(exist_ok=True)
+        done = distill_student(cfg, work / "teacher", latents, tokens2, folder, say)
+    results["student"] = done or {}
+    # 4. voting encoder
+    folder = work / "voting"
+    if (done := _stage_done(folder)) is None and "voting" in stages:
+        folder.mkdir(exist_ok=True)
+        done = train_voting(cfg, images, labels, data["pooled"], folder)
+    results["voting"] = done or {}
+    return results
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def assemble_bundle(
+    out_dir: str | Path,
+    *,
+    twin_dir: str | Path,
+    generator_dir: str | Path,
+    extractors: Mapping[str, str | Path],
+    frame: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    commands: tuple[str, ...] = (),
+    name: str = "neuroimagen-demo",
+) -> Any:
+    """Write the bundle: extractor folders + the generator + the twin's stream contract and chain.
+
+    Parameters
+    ----------
+    extractors : {role: model folder}
+        ``pixel_encoder``, ``saliency``, ``semantic`` (the extractors issue's outputs), each
+        in the one model format; copied in as members named by role.
+    frame : FrameSettings fields overriding the defaults (strength, steps, image_size, ...)
+    """
+    from neuroimagen.stream.config import PreprocessingConfig, WindowingConfig
+    from neuroimagen.stream.preprocessing import NormStats
+    from neuroimagen.training.models.bundle import (
+        FrameSettings,
+        Provenance,
+        StreamContract,
+        TwinProvenance,
+        write_bundle,
+    )
+    from neuroimagen.training.models.img2img import load_scheduler
+
+    twin, gen = Path(twin_dir), Path(generator_dir)
+    meta = json.loads((twin / "twin.json").read_text())
+    from safetensors.torch import load_file
+
+    targets = load_file(str(twin / meta["files"]["targets"]))
+    members: dict[str, tuple[str, Any]] = {role: (role, Path(p)) for role, p in extractors.items()}
+    members["unet"] = ("unet", gen / "student" / "unet")
+    members["autoencoder"] = ("autoencoder", gen / "autoencoder" / "autoencoder")
+    members["projection"] = ("projection", gen / "teacher" / "projection")
+    if (gen / "voting" / "image_encoder").is_dir():
+        members["image_encoder"] = ("voting_image_encoder", gen / "voting" / "image_encoder")
+    gcfg = GeneratorConfig.model_validate_json((gen / "generator_config.json").read_text())
+    settings = FrameSettings(unet="unet", autoencoder="autoencoder", projection="projection",
+                             num_inference_steps=2, strength=0.6, image_size=gcfg.image_size,
+                             **dict(frame or {}))
+    windowing = WindowingConfig(mode="marker", n_times=meta["n_times"],
+                                marker_offset_samples=meta["marker_offset_samples"])
+    return write_bundle(
+        out_dir,
+        name=name,
+        description="Tiny extractors + tiny latent diffusion (TAESD-like autoencoder, LCM-distilled UNet) "
+                    "trained on the synthetic EEG-ImageNet twin",
+        stream=StreamContract(ch_names=tuple(meta["ch_names"]), sfreq_hz=float(meta["sfreq"]),
+                              units=meta.get("units", "V")),
+        preprocessing=PreprocessingConfig.model_validate(meta["preprocessing"]),
+        windowing=windowing,
+        norm_stats=NormStats.from_dict(meta["norm_stats"]),
+        members=members,
+        data={"class_embeddings": {"tokens": targets["class_embeddings"], "pooled": targets["class_pooled"]}},
+        class_names=meta["class_names"],
+        scheduler=load_scheduler(gen / "student" / "scheduler", subfolder=None),
+        generator=settings,
+        provenance=Provenance(
+            data=f"synthetic twin at {twin}", seed=gcfg.seed,
+            twin=TwinProvenance(preset=meta["preset"], seed=meta["seed"], version=meta["version"]),
+            commands=commands,
+        ),
+        metrics=dict(metrics or {}),
+    )
