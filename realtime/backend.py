@@ -87,6 +87,12 @@ class BackendSpec:
     image_hw: tuple[int, int]
     class_names: tuple[str, ...]
 
+    def check_eeg(self, eeg: np.ndarray) -> None:
+        """Raise ValueError unless ``eeg`` has the frame's input shape (1, n_channels, n_times)."""
+        expected = (1, self.n_channels, self.n_times)
+        if eeg.shape != expected:
+            raise ValueError(f"eeg must be {expected} float32, got {eeg.shape} {eeg.dtype}")
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Every named input/output with its shape (batch 1)."""
         h, w = self.image_hw
@@ -294,9 +300,7 @@ class TorchBackend:
         return time.perf_counter() - t0
 
     def __call__(self, eeg: np.ndarray) -> BackendOutput:
-        expected = (1, self.spec.n_channels, self.spec.n_times)
-        if eeg.shape != expected:
-            raise ValueError(f"eeg must be {expected} float32, got {eeg.shape} {eeg.dtype}")
+        self.spec.check_eeg(eeg)
         # into the buffer allocated once (static address: what CUDA graphs will need)
         self._eeg.copy_(self._torch.from_numpy(np.ascontiguousarray(eeg, dtype=np.float32)))
         return self._run(self._eeg)

@@ -166,9 +166,7 @@ class TensorRTBackend:
         return time.perf_counter() - t0
 
     def __call__(self, eeg: np.ndarray) -> BackendOutput:
-        expected = (1, self.spec.n_channels, self.spec.n_times)
-        if eeg.shape != expected:
-            raise ValueError(f"eeg must be {expected} float32, got {eeg.shape} {eeg.dtype}")
+        self.spec.check_eeg(eeg)
         return self._run(np.ascontiguousarray(eeg, dtype=np.float32))
 
     def close(self) -> None:
