@@ -67,6 +67,7 @@ __all__ = [
     "marker_decoder",
     "marker_time_offset_s",
     "match_marker_streams",
+    "resolve_marker_streams",
 ]
 
 #: Stream types of mne-lsl annotation streams (compared in lower case).
@@ -240,6 +241,30 @@ def choose_marker_stream(eeg: _Described, candidates: Sequence[_Described]) -> _
 COLLECT_S = 0.5
 
 
+def resolve_marker_streams(eeg: _Described, timeout: float = 5.0) -> list[Any]:
+    """Every visible marker stream of ``eeg`` by the module's rule, best first (``pylsl.StreamInfo``).
+
+    Waits up to ``timeout`` seconds for a first candidate, then briefly for
+    siblings; returns an empty list when none shows up.
+    """
+    import pylsl
+
+    from .inlet import _xpath_literal, stream_meta
+
+    # 1. candidates: irregular streams whose name or source_id starts like the EEG stream's
+    terms = [f"starts-with(name,{_xpath_literal(eeg.name)})"]
+    if eeg.source_id:
+        terms.append(f"starts-with(source_id,{_xpath_literal(eeg.source_id)})")
+    pred = f"nominal_srate=0 and ({' or '.join(terms)})"
+    infos = pylsl.resolve_bypred(pred, 1, timeout)
+    if infos:  # 2. one is up: give any sibling a moment to answer too
+        more = pylsl.resolve_bypred(pred, len(infos) + 1, COLLECT_S)
+        infos = list({i.uid(): i for i in [*infos, *more]}.values())
+    metas = [stream_meta(i) for i in infos]
+    order = {id(m): i for m, i in zip(metas, infos, strict=True)}
+    return [order[id(m)] for m in match_marker_streams(eeg, metas)]
+
+
 def find_marker_stream(eeg: _Described, explicit: str | None = None, timeout: float = 5.0) -> Any:
     """Resolve the marker stream of ``eeg`` on the network (a ``pylsl.StreamInfo``).
 
@@ -257,33 +282,18 @@ def find_marker_stream(eeg: _Described, explicit: str | None = None, timeout: fl
     MarkerStreamError
         No stream, or several, match (or the named one is not there).
     """
-    import pylsl
-
-    from .inlet import StreamNotFoundError, _xpath_literal, resolve_stream, stream_meta
+    from .inlet import StreamNotFoundError, list_streams, resolve_stream, stream_meta
 
     if explicit is not None:
         try:
             return resolve_stream(explicit, None, None, timeout)
         except StreamNotFoundError as exc:
             raise MarkerStreamError(f"stream.windowing.marker_stream={explicit!r}: {exc}") from None
-    # 1. candidates: irregular streams whose name or source_id starts like the EEG stream's
-    terms = [f"starts-with(name,{_xpath_literal(eeg.name)})"]
-    if eeg.source_id:
-        terms.append(f"starts-with(source_id,{_xpath_literal(eeg.source_id)})")
-    pred = f"nominal_srate=0 and ({' or '.join(terms)})"
-    infos = pylsl.resolve_bypred(pred, 1, timeout)
-    if infos:  # 2. one is up: give any sibling a moment to answer too
-        more = pylsl.resolve_bypred(pred, len(infos) + 1, COLLECT_S)
-        infos = list({i.uid(): i for i in [*infos, *more]}.values())
+    infos = resolve_marker_streams(eeg, timeout)
+    if not infos:
+        choose_marker_stream(eeg, list_streams(timeout=1.0))  # raises, listing what is visible
     metas = [stream_meta(i) for i in infos]
-    if not match_marker_streams(eeg, metas):  # say what *is* visible
-        from .inlet import list_streams
-
-        metas = list_streams(timeout=1.0)
-        infos = []
     chosen = choose_marker_stream(eeg, metas)
-    for info, meta in zip(infos, metas, strict=False):
-        if meta is chosen:
-            logger.info("marker stream for %r: %s", eeg.name, meta.describe())
-            return info
-    raise MarkerStreamError(f"marker stream {chosen.name!r} vanished while resolving")  # pragma: no cover
+    info = infos[metas.index(chosen)]
+    logger.info("marker stream for %r: %s", eeg.name, chosen.describe())
+    return info
