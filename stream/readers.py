@@ -158,14 +158,74 @@ def read_recording(path: str | Path) -> Recording:
 # --------------------------------------------------------------------------- MNE
 
 
+#: File kinds named in error messages, by suffix.
+_KINDS = {".edf": "EDF", ".bdf": "BDF", ".fif": "FIF", ".gz": "FIF", ".vhdr": "BrainVision", ".set": "EEGLAB"}
+
+
 def _read_mne(path: Path) -> Recording:
     import mne
 
+    kind = _KINDS.get(path.suffix.lower(), path.suffix.lstrip(".").upper() or "recording")
+    if kind in ("EDF", "BDF"):
+        check_edf_size(path)
     try:
         raw = mne.io.read_raw(path, preload=True, verbose="error")
-    except Exception as exc:  # mne raises many types for unreadable files
-        raise RecordingError(f"cannot read {path} with mne.io.read_raw: {type(exc).__name__}: {exc}") from exc
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:  # e.g. a .vhdr's missing .eeg
+        raise RecordingError(f"{path}: cannot read it: {exc}") from None
+    except Exception as exc:  # MNE's parsers raise ValueError, AssertionError, ... on bad bytes
+        if "Unsupported file type" in str(exc) or "not supported" in str(exc).lower():
+            raise RecordingError(
+                f"{path}: not a recording format MNE reads (FIF, EDF, BDF, BrainVision, EEGLAB, ...), "
+                "XDF or an EEG-ImageNet .pth"
+            ) from None
+        # MNE's own messages here are internals ("could not convert string to float: ''")
+        logger.debug("mne.io.read_raw(%s) failed", path, exc_info=True)
+        raise RecordingError(f"{path}: not a readable {kind} file (truncated or corrupt)") from None
     return recording_from_raw(raw, source=str(path))
+
+
+def check_edf_size(path: Path) -> None:
+    """Refuse an EDF/BDF file shorter than its header says (MNE would fail obscurely, or pad).
+
+    The fixed header (256 bytes) gives the number of data records and of
+    signals; the per-signal header gives the samples per record; a sample is 2
+    bytes in EDF and 3 in BDF.
+
+    Raises
+    ------
+    RecordingError
+        The header is cut or unreadable, or the file holds fewer bytes than
+        its data records need.
+    """
+    kind = "BDF" if path.suffix.lower() == ".bdf" else "EDF"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(256)
+        if len(head) < 256:
+            raise RecordingError(f"{path}: truncated {kind} file: {size} bytes, the header alone needs 256")
+        try:
+            n_records = int(head[236:244].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+        except ValueError:
+            raise RecordingError(f"{path}: not a valid {kind} file (unreadable header fields)") from None
+        header_bytes = 256 * (n_signals + 1)
+        if n_signals < 1 or size < header_bytes:
+            raise RecordingError(
+                f"{path}: truncated {kind} file: the header of {n_signals} signals needs "
+                f"{header_bytes} bytes, the file has {size}"
+            )
+        f.seek(256 + n_signals * 216)
+        try:
+            per_record = [int(f.read(8).decode("ascii").strip()) for _ in range(n_signals)]
+        except ValueError:
+            raise RecordingError(f"{path}: not a valid {kind} file (unreadable samples-per-record)") from None
+    record_bytes = sum(per_record) * (3 if kind == "BDF" else 2)
+    if n_records > 0 and record_bytes > 0 and size < header_bytes + n_records * record_bytes:
+        whole = (size - header_bytes) // record_bytes
+        raise RecordingError(
+            f"{path}: truncated {kind} file: the header announces {n_records} data records, the file "
+            f"holds {whole} whole record(s) ({size} of {header_bytes + n_records * record_bytes} bytes)"
+        )
 
 
 def recording_from_raw(raw: Any, source: str = "") -> Recording:
@@ -352,20 +412,10 @@ def load_torch_file(path: str | Path) -> Any:
             f"{p}: refused to load: it holds pickled objects ({name}) other than tensors and plain "
             "containers (dict, list, str, int, float), which could run code. Re-save it with plain types."
         ) from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... for non-torch bytes
-        detail = _first_line(exc)
-        detail = "" if "weights_only" in detail else f" ({detail})"
-        raise DataFileError(
-            f"{p}: not a readable torch file (truncated, corrupt or another format){detail}"
-        ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    # torch's zip errors add a paragraph of advice after the first sentence
-    first = first.split(". ")[0] if len(first) > 120 else first
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... for non-torch bytes
+        # its messages are internals ("KeyError: 101") or advice we do not give
+        logger.debug("torch.load(%s) failed", p, exc_info=True)
+        raise DataFileError(f"{p}: not a readable torch file (truncated, corrupt or another format)") from None
 
 
 def require_keys(obj: Any, keys: Iterable[str], path: Path | str, where: str = "top level") -> None:
