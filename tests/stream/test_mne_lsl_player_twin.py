@@ -156,3 +156,23 @@ def test_stream_record_by_name_stores_the_player_and_its_annotations(twin, tmp_p
     for onset, desc in zip(rec_ann.onset, rec_ann.description, strict=True):
         assert desc in src_onsets, desc
         assert int(round(onset * recorded.info["sfreq"])) + start == src_onsets[desc], desc
+
+
+def test_mixed_channel_types_publish_an_empty_type_and_still_connect_by_name(twin, tmp_path):
+    """A recording with a stim channel: mne-lsl sends type '' (and kind/coil_type/loc per channel)."""
+    out, meta, _ = twin
+    raw = mne.io.read_raw(out / meta["files"]["recordings"][0], preload=True, verbose="error")
+    stim = mne.io.RawArray(np.zeros((1, raw.n_times)), mne.create_info(["STI 014"], raw.info["sfreq"], "stim"),
+                           verbose="error")
+    raw.add_channels([stim], force_update_info=True)
+    fif = tmp_path / "mixed_raw.fif"
+    raw.save(fif, verbose="error")
+    with spawn_mne_lsl_player(fif, n_repeat=3) as peer:
+        cfg = load_stream_config(overrides=[f"stream.inlet.name={peer.name}",
+                                            "stream.inlet.resolve_timeout_s=15"])
+        with WindowPipeline(cfg) as pipe:
+            assert pipe.meta.stype == "" and pipe.meta.ch_types[-1] == "stim"
+            assert pipe.contract.dropped == ["STI 014"] and pipe.contract.scale_to_volts == 1.0
+            got: list = []
+            wait_until(lambda: got.extend(pipe.poll()) or len(got) >= 2, 30,
+                       message=lambda: f"2 windows ({pipe.stats})")
