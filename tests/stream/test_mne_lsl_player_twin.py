@@ -127,7 +127,8 @@ def test_marker_locked_windows_from_our_replay_joined_mid_session(twin):
     _assert_windows_equal_segments(got, segments, sfreq, meta["marker_offset_samples"])
 
 
-def test_stream_record_by_name_stores_the_player_and_its_annotations(twin, tmp_path):
+@pytest.mark.parametrize("encoding", ["one-hot", "string"])
+def test_stream_record_by_name_stores_the_player_and_its_annotations(twin, tmp_path, encoding):
     from click.testing import CliRunner
 
     from neuroimagen.realtime.cli import main
@@ -136,9 +137,10 @@ def test_stream_record_by_name_stores_the_player_and_its_annotations(twin, tmp_p
     fif = out / meta["files"]["recordings"][0]
     source = mne.io.read_raw(fif, preload=True, verbose="error")
     ref = source.get_data().astype(np.float32)
-    with spawn_mne_lsl_player(fif) as peer:
+    with spawn_mne_lsl_player(fif, annotations_encoding=encoding) as peer:
         res = CliRunner().invoke(main, ["stream", "record", "--out", str(tmp_path / "rec"),
-                                        "--stream", peer.name, "--duration", "6"])
+                                        "--stream", peer.name, "--duration", "6",
+                                        "--set", "stream.record.resolve_timeout_s=20"])
     assert res.exit_code == 0, res.output
     recorded = mne.io.read_raw(tmp_path / "rec" / f"{peer.name}_raw.fif", preload=True, verbose="error")
     data = recorded.get_data().astype(np.float32)
