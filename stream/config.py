@@ -283,7 +283,15 @@ class ContractConfig(FrozenConfig):
     on_missing_channels: Literal["refuse", "interpolate"] = "refuse"
     max_missing_fraction: float = Field(0.1, ge=0, le=1)
     units: Literal["auto", "V", "uV"] = Field(
-        "auto", description="unit of incoming samples; auto: from the stream description or refuse"
+        "auto",
+        description="unit of incoming samples; auto: from the stream description, else from an "
+        "unambiguous amplitude, else refuse",
+    )
+    unlabelled_ch_names: tuple[str, ...] | None = Field(
+        None,
+        description="names of an unlabelled stream's channels, in stream order (OpenBCI GUI "
+        "style streams carry no labels; channels are never mapped by position without this); "
+        "stream channels beyond the list are dropped",
     )
 
 

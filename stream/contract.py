@@ -29,6 +29,7 @@ import numpy as np
 from .config import ContractConfig
 from .montage import montage_ch_names
 from .resample import StreamingResampler
+from .units import AmbiguousUnitError, guess_scale_from_amplitude, is_declared, unit_to_volts
 
 __all__ = [
     "ALIASES",
@@ -77,34 +78,24 @@ def canonical_ch_name(name: str) -> str:
     return ALIASES.get(s, s)
 
 
-_UNIT_SCALES: dict[str, float] = {
-    "v": 1.0,
-    "volt": 1.0,
-    "volts": 1.0,
-    "mv": 1e-3,
-    "millivolt": 1e-3,
-    "millivolts": 1e-3,
-    "uv": 1e-6,
-    "µv": 1e-6,  # micro sign U+00B5
-    "μv": 1e-6,  # Greek mu U+03BC
-    "microvolt": 1e-6,
-    "microvolts": 1e-6,
-    "nv": 1e-9,
-    "nanovolt": 1e-9,
-    "nanovolts": 1e-9,
-}
-
 _CFG_SCALES = {"V": 1.0, "uV": 1e-6}
+_UNITS_HINT = "set stream.contract.units to V or uV (e.g. --set stream.contract.units=uV)"
 
 
-def unit_scale(unit: str | None) -> float | None:
-    """Factor from ``unit`` to volts (``'uV'`` -> 1e-6), None when not a known voltage unit."""
-    if unit is None:
-        return None
-    return _UNIT_SCALES.get(unit.strip().lower())
+def unit_scale(unit: str | None, ch_type: str | None = None) -> float | None:
+    """Factor from ``unit`` to volts (``'uV'`` -> 1e-6), None when not a known voltage unit.
+
+    The table is :func:`neuroimagen.stream.units.unit_to_volts` (names, SI prefixes
+    and mne-lsl's power-of-ten exponents, which need ``ch_type``).
+    """
+    return unit_to_volts(unit, ch_type)
 
 
-def detect_unit_scale(units: Sequence[str | None], cfg_units: str) -> float:
+def detect_unit_scale(
+    units: Sequence[str | None],
+    cfg_units: str,
+    ch_types: Sequence[str | None] | None = None,
+) -> float | None:
     """Factor that brings samples of these channels to volts.
 
     Parameters
@@ -114,44 +105,59 @@ def detect_unit_scale(units: Sequence[str | None], cfg_units: str) -> float:
     cfg_units : ``"auto"`` | ``"V"`` | ``"uV"``
         ``stream.contract.units``: ``auto`` reads ``units``; otherwise the given
         unit is used (a stream that declares a different unit is logged).
+    ch_types : sequence of str | None | None
+        Per-channel types, to read mne-lsl's exponent units (``0`` is volts on
+        an EEG channel, no unit on a stim channel).
+
+    Returns
+    -------
+    float | None
+        The factor; None when ``auto`` and no channel declares any unit: the
+        amplitude must decide (:meth:`ChannelContract.resolve_units_from_amplitude`).
 
     Raises
     ------
     ContractError
-        ``auto`` and a unit is missing, unknown, or differs between channels.
+        ``auto`` and a unit is unknown or not a voltage, some channels declare
+        one and others none, or the channels differ.
     """
-    hint = "set stream.contract.units to V or uV (e.g. --set stream.contract.units=uV)"
+    types = list(ch_types) if ch_types is not None else [None] * len(units)
+    if len(types) != len(units):
+        raise ContractError(f"{len(types)} channel types given for {len(units)} units")
     if cfg_units != "auto":
         if cfg_units not in _CFG_SCALES:
             raise ContractError(f"stream.contract.units must be auto, V or uV, got {cfg_units!r}")
         scale = _CFG_SCALES[cfg_units]
-        declared = {unit_scale(u) for u in units} - {None}
+        declared = {unit_to_volts(u, t) for u, t in zip(units, types, strict=True)} - {None}
         if declared and declared != {scale}:
             logger.warning(
                 "stream declares units %s but stream.contract.units=%s is used",
-                sorted({u for u in units if u}),
+                sorted({str(u) for u in units if is_declared(u)}),
                 cfg_units,
             )
         return scale
     if len(units) == 0:
-        raise ContractError(f"no channels to read a unit from; {hint}")
-    missing = [i for i, u in enumerate(units) if u is None or not str(u).strip()]
+        raise ContractError(f"no channels to read a unit from; {_UNITS_HINT}")
+    missing = [i for i, u in enumerate(units) if not is_declared(u)]
+    if len(missing) == len(units):
+        return None  # nothing declared: the amplitude decides, or the stream is refused
     if missing:
         raise ContractError(
-            f"the stream declares no unit for {len(missing)} of {len(units)} channels; {hint}"
+            f"the stream declares no unit for {len(missing)} of {len(units)} channels; {_UNITS_HINT}"
         )
-    unknown = sorted({u for u in units if unit_scale(u) is None})
+    scales = [unit_to_volts(u, t) for u, t in zip(units, types, strict=True)]
+    unknown = sorted({str(u) for u, f in zip(units, scales, strict=True) if f is None})
     if unknown:
         raise ContractError(
             f"unknown channel unit(s) {', '.join(map(repr, unknown))} (known: V, mV, uV, µV, "
-            f"volts, millivolts, microvolts, nV); {hint}"
+            f"volts, millivolts, microvolts, nV, mne-lsl exponents such as 0 or -6); {_UNITS_HINT}"
         )
-    scales = {unit_scale(u) for u in units}
-    if len(scales) > 1:
+    if len(set(scales)) > 1:
         raise ContractError(
-            f"channels have mixed units {sorted(set(units))}; convert the stream to one unit"
+            f"channels have mixed units {sorted({str(u) for u in units})}; convert the stream to one "
+            f"unit or {_UNITS_HINT}"
         )
-    return scales.pop()
+    return scales[0]
 
 
 def interpolation_matrix(montage: str, ch_names: Sequence[str], bads: Sequence[str]) -> np.ndarray:
@@ -217,6 +223,13 @@ class ChannelContract:
         The stream's nominal rate in Hz.
     units : sequence of str | None | None
         The stream's per-channel units (from its description), if any.
+    ch_types : sequence of str | None | None
+        The stream's per-channel types (``eeg``, ``stim``, ...), if any; needed
+        to read mne-lsl's exponent units.
+    labelled : bool
+        False when the stream carries no channel labels (OpenBCI GUI): its
+        channels are named by ``cfg.unlabelled_ch_names``, in order, or the
+        stream is refused. Channels are never matched by position silently.
 
     Attributes
     ----------
@@ -233,6 +246,10 @@ class ChannelContract:
     dropped : list of str
         Stream channels not used (extra channels).
     scale_to_volts : float
+    units_pending : bool
+        ``units: auto`` and the stream declares no unit: call
+        :meth:`resolve_units_from_amplitude` with some of its samples before
+        :meth:`apply`.
     resampler : StreamingResampler | None
 
     Raises
@@ -253,9 +270,13 @@ class ChannelContract:
         ch_names: Sequence[str],
         sfreq: float,
         units: Sequence[str | None] | None = None,
+        *,
+        ch_types: Sequence[str | None] | None = None,
+        labelled: bool = True,
     ) -> None:
         self.cfg = cfg
         ch_names = [str(c) for c in ch_names]
+        ch_names = self._name_unlabelled(cfg, ch_names, labelled)
         self.ch_names_in = ch_names
         self.n_channels_in = len(ch_names)
         self.sfreq_in = float(sfreq)
@@ -314,17 +335,24 @@ class ChannelContract:
             else:
                 self.interpolated = list(self.missing)
 
-        # 3. units of the channels actually used
+        # 3. units of the channels actually used (extra channels may carry any unit)
         self.scale_to_volts = 1.0
+        self.units_pending = False
         picked = [p for p in picks if p is not None]
         if units is not None and len(units) != self.n_channels_in:
             problems.append(f"{len(units)} units given for {self.n_channels_in} stream channels")
+        elif ch_types is not None and len(ch_types) != self.n_channels_in:
+            problems.append(f"{len(ch_types)} channel types given for {self.n_channels_in} stream channels")
         else:
             used_units = [units[p] for p in picked] if units is not None else [None] * len(picked)
+            used_types = [ch_types[p] for p in picked] if ch_types is not None else None
             try:
-                self.scale_to_volts = detect_unit_scale(used_units, cfg.units) if picked else 1.0
+                scale = detect_unit_scale(used_units, cfg.units, used_types) if picked else 1.0
             except ContractError as exc:
                 problems.append(str(exc))
+            else:
+                self.units_pending = scale is None
+                self.scale_to_volts = 1.0 if scale is None else scale
 
         # 4. rate
         self.resampler: StreamingResampler | None = None
@@ -373,6 +401,75 @@ class ChannelContract:
                 ", ".join(self.interpolated),
             )
         self.reset()
+
+    @staticmethod
+    def _name_unlabelled(cfg: ContractConfig, ch_names: list[str], labelled: bool) -> list[str]:
+        """The stream's channel names; for an unlabelled stream, those of ``unlabelled_ch_names``."""
+        given = cfg.unlabelled_ch_names
+        if labelled:
+            if given is not None:
+                logger.warning(
+                    "the stream labels its channels; stream.contract.unlabelled_ch_names is ignored"
+                )
+            return ch_names
+        n = len(ch_names)
+        if given is None:
+            raise ContractError(
+                f"the stream's {n} channels carry no labels, and channels are never matched to the "
+                "model by position: set stream.contract.unlabelled_ch_names to the stream's channel "
+                "names in stream order (e.g. --set 'stream.contract.unlabelled_ch_names=[Fp1, Fp2, "
+                "C3, C4, P7, P8, O1, O2]'); channels beyond the list are dropped"
+            )
+        if len(given) > n:
+            raise ContractError(
+                f"stream.contract.unlabelled_ch_names names {len(given)} channels but the stream "
+                f"has {n}"
+            )
+        extra = [f"unlabelled-{i + 1}" for i in range(len(given), n)]
+        logger.info(
+            "unlabelled stream: channels 1..%d named by stream.contract.unlabelled_ch_names%s",
+            len(given), f"; {len(extra)} more dropped" if extra else "",
+        )
+        return [*given, *extra]
+
+    def resolve_units_from_amplitude(self, data: np.ndarray) -> float:
+        """Decide the unit of a stream that declares none, from its samples (``units: auto``).
+
+        Parameters
+        ----------
+        data : ndarray, shape (n_channels_in, n_times)
+            Samples as sent (a few hundred ms at least), stream channel order.
+
+        Returns
+        -------
+        float
+            The factor to volts now in :attr:`scale_to_volts`.
+
+        Raises
+        ------
+        ContractError
+            The amplitude is ambiguous; the message names ``stream.contract.units``.
+        """
+        if not self.units_pending:
+            return self.scale_to_volts
+        picked = [p for p in self.picks if p is not None]
+        try:
+            scale, reason = guess_scale_from_amplitude(np.asarray(data)[picked])
+        except AmbiguousUnitError as exc:
+            raise ContractError(
+                f"the stream declares no channel units and its amplitude does not tell: {exc}; "
+                f"{_UNITS_HINT}"
+            ) from None
+        logger.warning(
+            "the stream declares no channel units; stream.contract.units=auto reads them as %s: %s "
+            "(set stream.contract.units to override)",
+            "V" if scale == 1.0 else "uV", reason,
+        )
+        self.scale_to_volts = scale
+        if self._matrix is not None:
+            self._matrix = (self._matrix * np.float32(scale)).astype(np.float32)
+        self.units_pending = False
+        return scale
 
     def reset(self) -> None:
         """Reset the resampler's history (a new stream segment starts)."""

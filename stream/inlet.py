@@ -8,8 +8,9 @@ configured). Along the way it counts what a real headset link does wrong:
 gaps (outlet lost and recovered, or samples dropped), NaN/inf samples,
 non-monotonic timestamps and ring-buffer overflows.
 
-:class:`MarkerInlet` does the same for a string marker stream and keeps a
-bounded list of ``(timestamp, payload)``.
+:class:`MarkerInlet` does the same for a marker stream (strings, or mne-lsl's
+numeric annotation streams, decoded by :mod:`neuroimagen.stream.markers`) and
+keeps a bounded list of ``(timestamp, payload)``.
 
 pylsl is imported lazily (inside functions) so that test suites can point
 liblsl at a config file before the library loads.
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import InletConfig
+from .markers import marker_decoder
 from .ringbuffer import RingBuffer
 from .worker import Worker
 
@@ -108,6 +110,10 @@ class StreamMeta:
         ``desc/neuroimagen/preprocessed`` children as key -> JSON-decoded value
         (e.g. ``{"bandpass_hz": [5, 95], "normalized": "dataset"}``); None for a
         raw stream.
+    labelled : bool
+        False when the description carries no (or not every) channel label:
+        ``ch_names`` are then placeholders, never to be matched by position
+        (see ``stream.contract.unlabelled_ch_names``).
     """
 
     name: str
@@ -122,6 +128,7 @@ class StreamMeta:
     preprocessed: dict[str, Any] | None = None
     ch_types: list[str | None] | None = None
     created_at: float = 0.0
+    labelled: bool = True
 
     def describe(self) -> str:
         return (
@@ -167,7 +174,8 @@ def stream_meta(info: Any) -> StreamMeta:
             labels.append(_text(ch, "label"))
             units.append(_text(ch, "unit") or None)
             types.append(_text(ch, "type") or None)
-    if len(labels) != n_channels or not all(labels):
+    labelled = len(labels) == n_channels and all(labels)
+    if not labelled:
         if labels:
             logger.warning(
                 "stream %r describes %d channel labels for %d channels; using ch1..ch%d",
@@ -193,6 +201,7 @@ def stream_meta(info: Any) -> StreamMeta:
         preprocessed=preprocessed,
         ch_types=types,
         created_at=float(_text(root, "created_at", "0") or 0.0),
+        labelled=labelled,
     )
 
 
@@ -212,6 +221,15 @@ def _xpath_literal(value: str) -> str:
     raise ValueError(f"cannot match a stream property containing both quote kinds: {value!r}")
 
 
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _type_is(stype: str) -> str:
+    """XPath: the stream's type equals ``stype`` ignoring (ASCII) case."""
+    return f"translate(type,'{_UPPER}','{_LOWER}')={_xpath_literal(stype.lower())}"
+
+
 def resolve_stream(
     name: str | None = None,
     stype: str | None = None,
@@ -219,6 +237,11 @@ def resolve_stream(
     timeout: float = 5.0,
 ) -> Any:
     """Find one stream by name / type / source_id (all given ones must match).
+
+    The type matches case-insensitively (mne-lsl's player publishes ``eeg``).
+    A stream with an empty type (mne-lsl, for a recording that mixes channel
+    types) matches a requested type only when it is the only stream with the
+    requested name; it is logged.
 
     Returns
     -------
@@ -234,14 +257,22 @@ def resolve_stream(
     import pylsl
 
     terms = []
-    for prop, value in (("name", name), ("type", stype), ("source_id", source_id)):
+    for prop, value in (("name", name), ("source_id", source_id)):
         if value is not None:
             terms.append(f"{prop}={_xpath_literal(value)}")
-    wanted = " and ".join(terms) or "any stream"
+    wanted_terms = list(terms)
+    if stype is not None:
+        wanted_terms.append(f"type={stype!r} (any case)")
+        typed = _type_is(stype)
+        # an empty type is a candidate only for a named stream (see below)
+        terms.append(f"({typed} or type='')" if name is not None else typed)
+    wanted = " and ".join(wanted_terms) or "any stream"
     if terms:
         found = pylsl.resolve_bypred(" and ".join(terms), 1, timeout)
     else:
         found = pylsl.resolve_streams(wait_time=timeout)
+    if found and stype is not None and name is not None and not found[0].type():
+        found = _accept_untyped(found[0], name, stype, source_id)
     if found:
         return found[0]
     visible = list_streams(timeout=1.0)
@@ -251,6 +282,33 @@ def resolve_stream(
     else:
         msg = f"no LSL stream matching {wanted} within {timeout:g} s; no streams are visible at all"
     raise StreamNotFoundError(msg)
+
+
+#: how long to look for other streams of the same name before accepting an untyped one
+UNTYPED_CHECK_S = 1.0
+
+
+def _accept_untyped(info: Any, name: str, stype: str, source_id: str | None) -> list[Any]:
+    """An untyped stream named ``name``: accept it if no other stream has that name."""
+    import pylsl
+
+    pred = f"name={_xpath_literal(name)}"
+    if source_id is not None:
+        pred += f" and source_id={_xpath_literal(source_id)}"
+    same_name = pylsl.resolve_bypred(pred, 2, UNTYPED_CHECK_S)
+    typed = [i for i in same_name if i.type().lower() == stype.lower()]
+    if typed:
+        return typed[:1]
+    if len({i.uid() for i in same_name} | {info.uid()}) > 1:
+        raise StreamNotFoundError(
+            f"{len(same_name)} streams are named {name!r} and none has type {stype!r}; "
+            "set stream.inlet.source_id to pick one"
+        )
+    logger.warning(
+        "stream %r declares no type; accepted as %s because it is the only stream of that name",
+        name, stype,
+    )
+    return [info]
 
 
 def _processing_flags(cfg: InletConfig) -> int:
@@ -752,7 +810,12 @@ class EEGInlet(Worker):
 
 
 class MarkerInlet(Worker):
-    """Acquire a string marker stream on a thread (or the caller's).
+    """Acquire a marker stream on a thread (or the caller's).
+
+    String markers are kept as they are; numeric streams (mne-lsl's one-hot
+    annotation streams, numeric event codes) are decoded into their payloads by
+    :func:`neuroimagen.stream.markers.marker_decoder` (the annotation's
+    description).
 
     Parameters
     ----------
@@ -765,6 +828,8 @@ class MarkerInlet(Worker):
     max_markers : int
         Markers held until :meth:`pop_markers` takes them; beyond, the oldest
         are dropped and counted in :attr:`n_dropped`.
+    source_id : str | None
+        Source id to require as well (None: any).
 
     Notes
     -----
@@ -783,9 +848,12 @@ class MarkerInlet(Worker):
         cfg: InletConfig | None = None,
         stype: str | None = None,
         max_markers: int = 10000,
+        source_id: str | None = None,
     ) -> None:
         super().__init__(f"MarkerInlet[{name}]")
         self.name = name
+        self.source_id = source_id
+        self._decode: Any = None
         self.cfg = cfg or InletConfig()
         self.stype = stype
         self.meta: StreamMeta | None = None
@@ -811,12 +879,14 @@ class MarkerInlet(Worker):
         )
         try:
             meta = stream_meta(inlet.info(timeout))
+            decode = marker_decoder(meta)
             inlet.open_stream(timeout)
             if cfg.clock_correction:
                 inlet.time_correction(timeout)
         except BaseException:
             inlet.close_stream()
             raise
+        self._decode = decode  # the new inlet's payload decoder (its channel layout may differ)
         return inlet, meta
 
     def start(self, *, thread: bool = True) -> None:
@@ -838,7 +908,7 @@ class MarkerInlet(Worker):
         import pylsl
 
         cfg = self.cfg
-        info = resolve_stream(self.name, self.stype, None, cfg.resolve_timeout_s)
+        info = resolve_stream(self.name, self.stype, self.source_id, cfg.resolve_timeout_s)
         self._inlet, self.meta = self._open_inlet(info, cfg.resolve_timeout_s)
         with self._lock:
             self._markers.clear()
@@ -900,7 +970,7 @@ class MarkerInlet(Worker):
         """Keep one pulled chunk of marker samples: ``(timestamp, first value)`` each."""
         with self._lock:
             for sample, t in zip(samples, ts, strict=True):
-                self._markers.append((float(t), str(sample[0])))
+                self._markers.extend((float(t), p) for p in self._decode(sample))
             self.n_received += len(ts)
             while len(self._markers) > self._max:
                 self._markers.popleft()

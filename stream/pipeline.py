@@ -19,8 +19,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .config import StreamConfig
-from .contract import ChannelContract
+from .contract import ChannelContract, ContractError
 from .inlet import EEGInlet, MarkerInlet, StreamMeta
+from .markers import find_marker_stream, marker_time_offset_s
 from .preprocessing import NormStats, StreamingPreprocessor, preprocess_window
 from .windowing import Window, make_windower
 from .worker import Worker
@@ -31,6 +32,8 @@ __all__ = ["WindowPipeline", "already_preprocessed"]
 
 #: latencies kept for the stats (newest first out)
 N_LATENCIES = 10000
+#: seconds of signal that decide the unit of a stream that declares none (``units: auto``)
+UNIT_PROBE_S = 0.5
 
 
 def already_preprocessed(preprocessed: dict[str, Any] | None) -> tuple[bool, bool]:
@@ -61,7 +64,9 @@ class WindowPipeline(Worker):
         EEG stream name (overrides ``cfg.inlet.name``).
     marker_name : str | None
         Marker stream name for ``windowing.mode == 'marker'`` (default:
-        ``cfg.windowing.marker_stream``, else ``f"{eeg_name}-markers"``).
+        ``cfg.windowing.marker_stream``, else the one marker stream matched to
+        the EEG stream by :func:`~neuroimagen.stream.markers.match_marker_streams`:
+        same host and source_id, or a name ``<eeg name>-...``).
     run_worker : bool
         Start a worker thread that polls continuously and keeps only the newest
         window in a one-slot holder (:meth:`latest`); older ones not taken in
@@ -157,6 +162,7 @@ class WindowPipeline(Worker):
         self._ready_after_pull: collections.deque[float] = collections.deque(maxlen=N_LATENCIES)
         self._timestamp_to_ready: collections.deque[float] = collections.deque(maxlen=N_LATENCIES)
         self._slot: Window | None = None
+        self._marker_offset_s = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -185,7 +191,10 @@ class WindowPipeline(Worker):
         self.inlet.open()
         meta = self.meta = self.inlet.meta
         # 2. the model's channel/unit/rate contract (raises ContractError listing problems)
-        contract = self.contract = ChannelContract(cfg.contract, meta.ch_names, meta.sfreq, meta.units)
+        contract = self.contract = ChannelContract(
+            cfg.contract, meta.ch_names, meta.sfreq, meta.units,
+            ch_types=meta.ch_types, labelled=meta.labelled,
+        )
         self.ch_names = list(contract.ch_names_out)
         self.sfreq = float(contract.sfreq_out)
         logger.info("contract: %s", contract.describe())
@@ -220,12 +229,11 @@ class WindowPipeline(Worker):
         # 5. windower (and the marker stream for marker-locked windows)
         self.windower = make_windower(cfg.windowing, contract.n_channels_out, self.sfreq)
         if cfg.windowing.mode == "marker":
-            name = (
-                self.marker_name
-                or cfg.windowing.marker_stream
-                or f"{self.eeg_name or cfg.inlet.name or meta.name}-markers"
+            # the matching rule: stream/markers.py (explicit name, same source, name prefix)
+            info = find_marker_stream(
+                meta, self.marker_name or cfg.windowing.marker_stream, cfg.inlet.resolve_timeout_s
             )
-            self.marker_inlet = MarkerInlet(name, self.inlet.cfg)
+            self.marker_inlet = MarkerInlet(info.name(), self.inlet.cfg, source_id=info.source_id())
         # 6. warm up (first calls allocate and load), then let data flow: the EEG first, so
         #    that every marker received has its samples (a marker that came before the EEG
         #    subscription would only be dropped as "no onset sample")
@@ -233,8 +241,32 @@ class WindowPipeline(Worker):
         self.inlet.start(thread=thread)
         if self.marker_inlet is not None:
             self.marker_inlet.start(thread=thread)
+            self._marker_offset_s = marker_time_offset_s(self.marker_inlet.meta, meta)
+        if contract.units_pending:  # no declared unit: the first samples decide, or refuse
+            self._units_from_amplitude(thread)
         self._clock = pylsl.local_clock
         self._started = True
+
+    def _units_from_amplitude(self, thread: bool) -> None:
+        """``units: auto`` on a stream without units: decide from its first samples (or refuse)."""
+        buffer, timeout = self.inlet.buffer, self.cfg.inlet.resolve_timeout_s
+        n = max(2, int(round(UNIT_PROBE_S * self.meta.sfreq)))
+        if thread:
+            arrived = buffer.wait_for(n - 1, timeout)
+        else:  # the caller's thread acquires: pull until the probe is in (or the timeout)
+            deadline = time.monotonic() + timeout
+            while buffer.total_written < n and time.monotonic() < deadline:
+                if not self.inlet.acquire():
+                    time.sleep(self.cfg.inlet.poll_interval_s)
+            arrived = buffer.total_written >= n
+        if not arrived:
+            self.inlet.check()
+            raise ContractError(
+                f"stream {self.meta.name!r} declares no channel units and sent fewer than {n} samples "
+                f"in {timeout:g} s to judge them by; set stream.contract.units to V or uV"
+            )
+        data, _, _, _ = buffer.read_since(0)  # a copy; poll() still starts at sample 0
+        self.contract.resolve_units_from_amplitude(data)
 
     def _warm_up(self) -> None:
         t0 = time.perf_counter()
@@ -313,7 +345,7 @@ class WindowPipeline(Worker):
             new_markers = False
             if self.marker_inlet is not None:
                 for t, payload in self.marker_inlet.pop_markers():
-                    self.windower.add_marker(t, payload)
+                    self.windower.add_marker(t + self._marker_offset_s, payload)
                     new_markers = True
             if n == 0 and not new_markers:
                 return []

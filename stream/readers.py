@@ -33,29 +33,32 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .units import VOLTAGE_CH_TYPES, unit_to_volts
+
 logger = logging.getLogger(__name__)
 
 #: Sample rate of the EEG-ImageNet ``.pth`` recordings (Hz).
 EEG_IMAGENET_SFREQ = 1000.0
-#: Unit strings written to / read from LSL descriptions, and their factor to volts.
-UNIT_TO_VOLTS: dict[str, float] = {
-    "v": 1.0, "volt": 1.0, "volts": 1.0, "0": 1.0,
-    "mv": 1e-3, "millivolt": 1e-3, "millivolts": 1e-3, "-3": 1e-3,
-    "uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "microvolt": 1e-6, "microvolts": 1e-6, "-6": 1e-6,
-    "nv": 1e-9, "nanovolt": 1e-9, "nanovolts": 1e-9, "-9": 1e-9,
-}
-_VOLT_TYPES = {"eeg", "eog", "ecg", "emg", "seeg", "ecog", "dbs", "bio", "misc", "resp"}
+_VOLT_TYPES = VOLTAGE_CH_TYPES
 _XDF_SUFFIXES = (".xdf", ".xdfz")
 
 
-class RecordingError(ValueError):
-    """A recording cannot be read; the message names the file and the problem."""
+class DataFileError(ValueError):
+    """A recording or dataset file cannot be read; the message names the file and the problem.
+
+    The one error type of every file reader: ``RecordingError`` here and
+    ``neuroimagen.training.data._io.DatasetFileError`` are this class.
+    """
+
+
+RecordingError = DataFileError
 
 
 @dataclass
@@ -155,14 +158,74 @@ def read_recording(path: str | Path) -> Recording:
 # --------------------------------------------------------------------------- MNE
 
 
+#: File kinds named in error messages, by suffix.
+_KINDS = {".edf": "EDF", ".bdf": "BDF", ".fif": "FIF", ".gz": "FIF", ".vhdr": "BrainVision", ".set": "EEGLAB"}
+
+
 def _read_mne(path: Path) -> Recording:
     import mne
 
+    kind = _KINDS.get(path.suffix.lower(), path.suffix.lstrip(".").upper() or "recording")
+    if kind in ("EDF", "BDF"):
+        check_edf_size(path)
     try:
         raw = mne.io.read_raw(path, preload=True, verbose="error")
-    except Exception as exc:  # mne raises many types for unreadable files
-        raise RecordingError(f"cannot read {path} with mne.io.read_raw: {type(exc).__name__}: {exc}") from exc
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:  # e.g. a .vhdr's missing .eeg
+        raise RecordingError(f"{path}: cannot read it: {exc}") from None
+    except Exception as exc:  # MNE's parsers raise ValueError, AssertionError, ... on bad bytes
+        if "Unsupported file type" in str(exc) or "not supported" in str(exc).lower():
+            raise RecordingError(
+                f"{path}: not a recording format MNE reads (FIF, EDF, BDF, BrainVision, EEGLAB, ...), "
+                "XDF or an EEG-ImageNet .pth"
+            ) from None
+        # MNE's own messages here are internals ("could not convert string to float: ''")
+        logger.debug("mne.io.read_raw(%s) failed", path, exc_info=True)
+        raise RecordingError(f"{path}: not a readable {kind} file (truncated or corrupt)") from None
     return recording_from_raw(raw, source=str(path))
+
+
+def check_edf_size(path: Path) -> None:
+    """Refuse an EDF/BDF file shorter than its header says (MNE would fail obscurely, or pad).
+
+    The fixed header (256 bytes) gives the number of data records and of
+    signals; the per-signal header gives the samples per record; a sample is 2
+    bytes in EDF and 3 in BDF.
+
+    Raises
+    ------
+    RecordingError
+        The header is cut or unreadable, or the file holds fewer bytes than
+        its data records need.
+    """
+    kind = "BDF" if path.suffix.lower() == ".bdf" else "EDF"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(256)
+        if len(head) < 256:
+            raise RecordingError(f"{path}: truncated {kind} file: {size} bytes, the header alone needs 256")
+        try:
+            n_records = int(head[236:244].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+        except ValueError:
+            raise RecordingError(f"{path}: not a valid {kind} file (unreadable header fields)") from None
+        header_bytes = 256 * (n_signals + 1)
+        if n_signals < 1 or size < header_bytes:
+            raise RecordingError(
+                f"{path}: truncated {kind} file: the header of {n_signals} signals needs "
+                f"{header_bytes} bytes, the file has {size}"
+            )
+        f.seek(256 + n_signals * 216)
+        try:
+            per_record = [int(f.read(8).decode("ascii").strip()) for _ in range(n_signals)]
+        except ValueError:
+            raise RecordingError(f"{path}: not a valid {kind} file (unreadable samples-per-record)") from None
+    record_bytes = sum(per_record) * (3 if kind == "BDF" else 2)
+    if n_records > 0 and record_bytes > 0 and size < header_bytes + n_records * record_bytes:
+        whole = (size - header_bytes) // record_bytes
+        raise RecordingError(
+            f"{path}: truncated {kind} file: the header announces {n_records} data records, the file "
+            f"holds {whole} whole record(s) ({size} of {header_bytes + n_records * record_bytes} bytes)"
+        )
 
 
 def recording_from_raw(raw: Any, source: str = "") -> Recording:
@@ -247,7 +310,7 @@ def _read_xdf(path: Path) -> Recording:
     names, types, units = _xdf_channels(info, n_ch)
     out_units = []
     for i, unit in enumerate(units):
-        factor = UNIT_TO_VOLTS.get((unit or "").strip().lower())
+        factor = unit_to_volts(unit, types[i])
         if factor is not None and types[i] in _VOLT_TYPES:
             data[i] *= factor
             out_units.append("volts")
@@ -310,62 +373,269 @@ def nearest_index(timestamps: np.ndarray, t: np.ndarray | float) -> np.ndarray:
     return np.where(np.abs(timestamps[hi] - t) < np.abs(t - timestamps[lo]), hi, lo)
 
 
-# --------------------------------------------------------------------------- EEG-ImageNet .pth
+# --------------------------------------------------------------------------- torch files (safe gate)
 
 
-def _read_pth(path: Path) -> Recording:
+def _pickled_global(text: str) -> str | None:
+    found = re.search(r"GLOBAL\s+([\w.]+)", text, re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True, map_location="cpu")`` with one-line errors.
+
+    The weights-only unpickler rebuilds tensors and plain containers (dict,
+    list, tuple, str, int, float, bool, None) only; a pickled class or function
+    is refused, never run. torch's own message is not passed on: it advises
+    loading with the unsafe setting.
+
+    Raises
+    ------
+    DataFileError
+        The file is missing, truncated/corrupt, not a torch file, or holds
+        pickled objects other than tensors and plain containers.
+    """
     import pickle
 
     import torch
 
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataFileError(f"file not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        name = _pickled_global(str(exc))
+        if name is None:  # garbage bytes also end in the weights-only unpickler
+            raise DataFileError(f"{p}: not a readable torch file (truncated, corrupt or another format)") from None
+        raise DataFileError(
+            f"{p}: refused to load: it holds pickled objects ({name}) other than tensors and plain "
+            "containers (dict, list, str, int, float), which could run code. Re-save it with plain types."
+        ) from None
+    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... for non-torch bytes
+        # its messages are internals ("KeyError: 101") or advice we do not give
+        logger.debug("torch.load(%s) failed", p, exc_info=True)
+        raise DataFileError(f"{p}: not a readable torch file (truncated, corrupt or another format)") from None
+
+
+def require_keys(obj: Any, keys: Iterable[str], path: Path | str, where: str = "top level") -> None:
+    """Check ``obj`` is a mapping holding every key; the error names file, place and keys."""
+    if not isinstance(obj, Mapping):
+        raise DataFileError(f"{path}: expected a dict at {where}, found {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        have = ", ".join(map(repr, list(obj)[:12]))
+        raise DataFileError(
+            f"{path}: missing key(s) {', '.join(map(repr, missing))} at {where} (found: {have})"
+        )
+
+
+# --------------------------------------------------------------------------- EEG-ImageNet .pth: the one parser
+
+WNID_RE = re.compile(r"^n\d{8}$")
+STEM_RE = re.compile(r"^(n\d{8})_\d+$")
+EEG_IMAGENET_N_CHANNELS = 128
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class EEGImageNetFile:
+    """A validated EEG-ImageNet ``.pth`` file (Spampinato et al., CVPR 2017).
+
+    Attributes
+    ----------
+    path : Path
+    segments : list of dict
+        ``eeg`` (floating torch tensor (n_channels, T), as stored; T about 500
+        samples at 1 kHz), ``label``, ``image``, ``subject`` (ints; ``label``
+        indexes ``labels``, ``image`` indexes ``images``, subjects count from 1).
+    labels : list of str
+        WordNet ids (``n02951358``).
+    images : list of str
+        Image stems ``<wnid>_<number>``.
+    means, stddevs : tensor | None
+        Present in the raw variant (``eeg_signals_raw_with_mean_std.pth``) only.
+    """
+
+    path: Path
+    segments: list[dict[str, Any]]
+    labels: list[str]
+    images: list[str]
+    means: Any = None
+    stddevs: Any = None
+
+    @property
+    def is_raw(self) -> bool:
+        return self.means is not None
+
+    @property
+    def subjects(self) -> list[int]:
+        return sorted({s["subject"] for s in self.segments})
+
+    @property
+    def n_times(self) -> np.ndarray:
+        """Length T of every segment, shape (n_segments,), int64."""
+        return np.array([s["eeg"].shape[1] for s in self.segments], dtype=np.int64)
+
+
+def _as_int(value: Any, path: Path, where: str) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype.is_floating_point or value.dtype == torch.bool:
+            raise DataFileError(
+                f"{path}: {where} must be an integer, got a {value.dtype} tensor of shape {tuple(value.shape)}"
+            )
+        return int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise DataFileError(f"{path}: {where} must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _string_list(obj: Any, path: Path, key: str, pattern: re.Pattern[str], example: str) -> list[str]:
+    if not isinstance(obj, list | tuple) or not obj:
+        raise DataFileError(f"{path}: key {key!r} must be a non-empty list of strings")
+    bad = [x for x in obj if not isinstance(x, str) or not pattern.match(x)]
+    if bad:
+        raise DataFileError(
+            f"{path}: key {key!r} holds {len(bad)} malformed entr(y/ies), first {bad[0]!r} "
+            f"(expected like {example!r})"
+        )
+    return list(obj)
+
+
+def read_eeg_imagenet(path: str | Path, n_channels: int | None = EEG_IMAGENET_N_CHANNELS) -> EEGImageNetFile:
+    """Load and validate an EEG-ImageNet ``.pth`` file: the one parser of the format.
+
+    ``torch.save`` of a dict: ``dataset`` (list of ``{"eeg": float tensor
+    (128, T), "label": int, "image": int, "subject": int}``), ``labels`` (40
+    WordNet ids) and ``images`` (stems); the raw variant adds ``means`` and
+    ``stddevs``. Read with :func:`load_torch_file` (weights-only).
+
+    Parameters
+    ----------
+    path : path
+    n_channels : int | None
+        Channels every segment must have (None: any, the same for all).
+
+    Raises
+    ------
+    DataFileError
+        Naming the file and key: not a torch file, pickled objects, missing
+        keys, a segment whose ``eeg`` is not a floating (n_channels, T) tensor,
+        labels/images out of range, malformed WordNet ids or stems.
+    """
+    import torch
+
+    obj = load_torch_file(path)
+    p = Path(path)
+    keys = ("dataset", "labels", "images")
+    if not isinstance(obj, Mapping):
+        raise DataFileError(
+            f"{p}: not an EEG-ImageNet file: expected a dict with keys {', '.join(map(repr, keys))}, "
+            f"found {type(obj).__name__}"
+        )
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        have = ", ".join(map(repr, list(obj)[:12]))
+        raise DataFileError(
+            f"{p}: not an EEG-ImageNet file: missing key(s) {', '.join(map(repr, missing))} at top "
+            f"level (found: {have})"
+        )
+    labels = _string_list(obj["labels"], p, "labels", WNID_RE, "n02951358")
+    images = _string_list(obj["images"], p, "images", STEM_RE, "n02951358_31190")
+    data = obj["dataset"]
+    if not isinstance(data, list | tuple) or not data:
+        raise DataFileError(f"{p}: key 'dataset' must be a non-empty list of segments")
+    segments: list[dict[str, Any]] = []
+    for i, seg in enumerate(data):
+        where = f"dataset[{i}]"
+        require_keys(seg, ("eeg", "label", "image", "subject"), p, where)
+        eeg = seg["eeg"]
+        if not isinstance(eeg, torch.Tensor) or not eeg.dtype.is_floating_point or eeg.ndim != 2:
+            desc = (
+                f"{eeg.dtype} tensor of shape {tuple(eeg.shape)}"
+                if isinstance(eeg, torch.Tensor) else type(eeg).__name__
+            )
+            raise DataFileError(f"{p}: {where}['eeg'] must be a floating (n_channels, T) tensor, got {desc}")
+        expected = n_channels if n_channels is not None else segments[0]["eeg"].shape[0] if segments else None
+        if expected is not None and eeg.shape[0] != expected:
+            raise DataFileError(
+                f"{p}: {where}['eeg'] has {eeg.shape[0]} channels, expected {expected} (shape {tuple(eeg.shape)})"
+            )
+        label = _as_int(seg["label"], p, f"{where}['label']")
+        image = _as_int(seg["image"], p, f"{where}['image']")
+        subject = _as_int(seg["subject"], p, f"{where}['subject']")
+        if not 0 <= label < len(labels):
+            raise DataFileError(f"{p}: {where}['label'] = {label} is outside the {len(labels)} labels")
+        if not 0 <= image < len(images):
+            raise DataFileError(f"{p}: {where}['image'] = {image} is outside the {len(images)} images")
+        if subject < 1:
+            raise DataFileError(f"{p}: {where}['subject'] = {subject}; subjects count from 1")
+        segments.append({"eeg": eeg, "label": label, "image": image, "subject": subject})
+    mismatched = sum(
+        STEM_RE.match(images[s["image"]]).group(1) != labels[s["label"]] for s in segments  # type: ignore[union-attr]
+    )
+    if mismatched:
+        logger.warning("%s: %d segment(s) whose label's WordNet id differs from their image's", p, mismatched)
+    means = stddevs = None
+    if "means" in obj or "stddevs" in obj:
+        require_keys(obj, ("means", "stddevs"), p)
+        means, stddevs = obj["means"], obj["stddevs"]
+        for key, val in (("means", means), ("stddevs", stddevs)):
+            if not isinstance(val, torch.Tensor) or not val.dtype.is_floating_point:
+                raise DataFileError(f"{p}: key {key!r} must be a floating tensor, got {type(val).__name__}")
+    return EEGImageNetFile(p, segments, labels, images, means, stddevs)
+
+
+def read_splits(path: str | Path) -> list[dict[str, list[int]]]:
+    """Load and validate a ``block_splits_by_image_*.pth`` file.
+
+    Returns
+    -------
+    list of dict
+        One ``{"train": [...], "val": [...], "test": [...]}`` per split, ints.
+    """
+    import torch
+
+    obj = load_torch_file(path)
+    p = Path(path)
+    require_keys(obj, ("splits",), p)
+    splits = obj["splits"]
+    if not isinstance(splits, list | tuple) or not splits:
+        raise DataFileError(f"{p}: key 'splits' must be a non-empty list")
+    out = []
+    for k, sp in enumerate(splits):
+        require_keys(sp, SPLIT_NAMES, p, f"splits[{k}]")
+        entry = {}
+        for name in SPLIT_NAMES:
+            idx = sp[name]
+            if isinstance(idx, torch.Tensor):
+                idx = idx.tolist()
+            if not isinstance(idx, list | tuple):
+                raise DataFileError(f"{p}: splits[{k}][{name!r}] must be a list of indices")
+            entry[name] = [_as_int(v, p, f"splits[{k}][{name!r}]") for v in idx]
+        out.append(entry)
+    return out
+
+
+def _read_pth(path: Path) -> Recording:
     from .montage import montage_ch_names
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: (GLOBAL \S+)", str(exc))
-        if found is None:
-            raise RecordingError(f"cannot read {path} as a torch file (not a valid pickle/zip): {exc}") from exc
-        raise RecordingError(
-            f"refusing to load {path}: it holds pickled objects ({found.group(1)}) that "
-            "torch.load(weights_only=True) will not build. Only tensors, dicts, lists, str and "
-            "numbers are accepted; re-save the file with plain types."
-        ) from exc
-    except Exception as exc:
-        raise RecordingError(f"cannot read {path} as a torch file: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise RecordingError(f"{path}: expected a dict with keys dataset, labels, images; got {type(obj).__name__}")
-    missing = [k for k in ("dataset", "labels", "images") if k not in obj]
-    if missing:
-        raise RecordingError(
-            f"{path}: not an EEG-ImageNet file: missing key(s) {missing}; found {sorted(map(str, obj))}"
-        )
-    labels, images, items = list(obj["labels"]), list(obj["images"]), obj["dataset"]
-    if not items:
-        raise RecordingError(f"{path}: 'dataset' is empty")
+    f = read_eeg_imagenet(path)
     ch_names = montage_ch_names()
     segments, markers, start = [], [], 0
-    for k, item in enumerate(items):
-        if not isinstance(item, dict) or "eeg" not in item:
-            raise RecordingError(f"{path}: dataset[{k}] has no 'eeg' entry")
-        eeg = item["eeg"]
-        eeg = eeg.float().numpy() if hasattr(eeg, "numpy") else np.asarray(eeg, dtype=np.float32)
-        if eeg.ndim != 2 or eeg.shape[0] != len(ch_names):
-            raise RecordingError(
-                f"{path}: dataset[{k}]['eeg'] has shape {eeg.shape}; expected ({len(ch_names)}, n_times)"
-            )
-        label = int(item.get("label", -1))
-        image = item.get("image")
-        if isinstance(image, (int, np.integer)) or (hasattr(image, "item") and not isinstance(image, str)):
-            image = images[int(image)]
+    for seg in f.segments:
+        eeg = seg["eeg"].detach().cpu().numpy().astype(np.float32, copy=False)
+        label = seg["label"]
         payload = {
-            "image": Path(str(image)).stem,
+            "image": f.images[seg["image"]],
             "label": label,
-            "class": str(labels[label]) if 0 <= label < len(labels) else None,
-            "subject": int(item.get("subject", -1)),
+            "class": f.labels[label],
+            "subject": seg["subject"],
         }
         markers.append((start, json.dumps(payload)))
-        segments.append(eeg.astype(np.float32, copy=False))
+        segments.append(eeg)
         start += eeg.shape[1]
     match = re.search(r"_(\d+)_(\d+)_", path.name)
     preprocessed = {

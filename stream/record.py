@@ -44,12 +44,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from .config import RecordConfig
 from .inlet import StreamWatch, stream_meta
+from .markers import (
+    ANNOTATION_TYPES,
+    decode_annotation_sample,
+    is_marker_stream,
+    marker_decoder,
+    marker_time_offset_s,
+    resolve_marker_streams,
+)
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -57,6 +66,8 @@ logger = logging.getLogger(__name__)
 CLOCK_OFFSET_INTERVAL_S = 5.0
 #: how long one clock-offset query may block the recorder thread
 CLOCK_OFFSET_TIMEOUT_S = 0.5
+#: seconds to wait for the marker stream of a named stream (none after that: record without)
+MARKER_LOOKUP_S = 1.0
 _NP_FORMATS = {
     "float32": "<f4", "double64": "<f8", "float64": "<f8", "int8": "<i1",
     "int16": "<i2", "int32": "<i4", "int64": "<i8",
@@ -98,6 +109,10 @@ class Recorder(Worker):
         Stop by itself after this long (None: until :meth:`stop`).
     resolved_config : mapping | None
         Saved as ``config.yaml`` beside the data.
+    with_markers : bool
+        Also record the marker streams of each named regular-rate stream, as
+        :func:`~neuroimagen.stream.markers.match_marker_streams` finds them
+        (``<name>-markers``, ``<name>-Markers``, mne-lsl's ``<name>-annotations``).
 
     Attributes
     ----------
@@ -125,9 +140,11 @@ class Recorder(Worker):
         stream_names: Sequence[str] | None = None,
         duration_s: float | None = None,
         resolved_config: Mapping[str, Any] | None = None,
+        with_markers: bool = True,
     ) -> None:
         super().__init__("lsl-recorder", stop_timeout_s=10.0)
         self.out_dir = Path(out_dir)
+        self.with_markers = with_markers
         self.cfg = cfg or RecordConfig()
         self.stream_names = list(stream_names) if stream_names else None
         self.duration_s = duration_s
@@ -213,7 +230,23 @@ class Recorder(Worker):
         if missing:
             seen = sorted({i.name() for i in pylsl.resolve_streams(wait_time=1.0)})
             raise LookupError(f"stream(s) not found: {missing}; streams visible: {seen}")
+        if self.with_markers:
+            infos += self._marker_streams_of(infos)
         return infos
+
+    def _marker_streams_of(self, infos: Sequence[Any]) -> list[Any]:
+        """The marker streams of the named regular-rate streams that were not named themselves."""
+        uids = {i.uid() for i in infos}
+        extra = []
+        for info in infos:
+            if info.nominal_srate() <= 0:
+                continue
+            for m in resolve_marker_streams(stream_meta(info), timeout=MARKER_LOOKUP_S):
+                if m.uid() not in uids:
+                    uids.add(m.uid())
+                    extra.append(m)
+                    logger.info("also recording %r, the marker stream of %r", m.name(), info.name())
+        return extra
 
     def _open_files(self, k: int, info: Any, inlet: Any) -> _StreamFiles:
         fmt = _FORMAT_NAMES.get(info.channel_format(), str(info.channel_format()))
@@ -506,11 +539,12 @@ def finalize(
     """
     import mne
 
-    from .readers import UNIT_TO_VOLTS, nearest_index
+    from .readers import nearest_index
+    from .units import unit_to_volts
 
     out_dir = Path(out_dir)
     streams = read_recorder_dir(out_dir)
-    marker_streams = [s for s in streams if s.is_string]
+    marker_streams = [s for s in streams if is_marker_stream(_described(s.header))]
     written: dict[str, Path] = {}
     for s in streams:
         h = s.header
@@ -528,22 +562,17 @@ def finalize(
             t = (t or default).lower()
             t = t if t in valid else default
             ch_types.append(t)
-            factor = UNIT_TO_VOLTS.get((unit or "").strip().lower())
+            factor = unit_to_volts(unit, t)
             if factor is not None and factor != 1.0:
                 data[i] *= factor
         info = mne.create_info(_dedupe(h["ch_names"]), sfreq, ch_types)
         raw = mne.io.RawArray(data, info, verbose="error")
         ts = s.timestamps
         markers = sorted(
-            (
-                # same host: one clock, compare as sent; else through the clock offsets
-                (float(t) + (0.0 if m.header["hostname"] == h["hostname"] else m.offset - s.offset), v[0])
-                for m in marker_streams
-                for t, v in zip(m.timestamps, m.values, strict=True)
-            ),
-            key=lambda m: m[0],
+            (event for m in marker_streams for event in _marker_events(m, s)), key=lambda m: m[0]
         )
         onsets: list[float] = []
+        durations: list[float] = []
         descriptions: list[str] = []
         if markers:
             mt = np.array([m[0] for m in markers])
@@ -553,15 +582,17 @@ def finalize(
                 logger.warning("%s: %d marker(s) outside the recorded samples; kept at the edges",
                                h["name"], int((~inside).sum()))
             onsets += (idx / sfreq).tolist()
+            durations += [m[2] for m in markers]
             descriptions += [m[1] for m in markers]
         for gap in find_gaps(ts, sfreq, gap_threshold_s):
             # the samples either side are adjacent in the FIF: MNE's boundary annotation keeps
             # its filters from running across, and the second one says how much is missing
             onsets += [gap.at_sample / sfreq] * 2
+            durations += [0.0, 0.0]
             descriptions += ["EDGE boundary", gap_description(gap)]
             logger.warning("%s: %s at recorded sample %d", h["name"], gap_description(gap), gap.at_sample)
         if onsets:
-            raw.set_annotations(mne.Annotations(onsets, 0.0, descriptions))
+            raw.set_annotations(mne.Annotations(onsets, durations, descriptions))
         stem = _safe(h["name"])
         fif = out_dir / f"{stem}_raw.fif"
         raw.save(fif, overwrite=True, fmt="single", verbose="error")
@@ -571,6 +602,39 @@ def finalize(
     if "xdf" in formats:
         written["xdf"] = write_xdf(out_dir / "recording.xdf", streams)
     return written
+
+
+def _described(header: Mapping[str, Any]) -> SimpleNamespace:
+    """A recorded stream's header with the attribute names of :class:`~.inlet.StreamMeta`."""
+    return SimpleNamespace(
+        name=header["name"], stype=header["type"], source_id=header.get("source_id", ""),
+        hostname=header.get("hostname", ""), sfreq=float(header["sfreq"]),
+        channel_format=header["channel_format"], n_channels=int(header["n_channels"]),
+        ch_names=list(header["ch_names"]), labelled=True,
+    )
+
+
+def _marker_events(m: RecordedStream, eeg: RecordedStream) -> list[tuple[float, str, float]]:
+    """``(timestamp on the EEG stream's clock, description, duration_s)`` of every recorded marker.
+
+    String streams give their first value; numeric annotation streams (mne-lsl's
+    one-hot encoding) the description and duration of each firing channel.
+    """
+    meta, eeg_meta = _described(m.header), _described(eeg.header)
+    # same host: one clock, compare as sent; else through the clock offsets
+    shift = 0.0 if m.header["hostname"] == eeg.header["hostname"] else m.offset - eeg.offset
+    shift += marker_time_offset_s(meta, eeg_meta)
+    out: list[tuple[float, str, float]] = []
+    if m.is_string:
+        return [(float(t) + shift, v[0], 0.0) for t, v in zip(m.timestamps, m.values, strict=True)]
+    if str(meta.stype).strip().lower() in ANNOTATION_TYPES or meta.n_channels > 1:
+        for t, row in zip(m.timestamps, m.data, strict=True):
+            out += [(float(t) + shift, d, dur) for d, dur in decode_annotation_sample(row, meta.ch_names)]
+        return out
+    decode = marker_decoder(meta)
+    for t, row in zip(m.timestamps, m.data, strict=True):
+        out += [(float(t) + shift, p, 0.0) for p in decode(row)]
+    return out
 
 
 def _dedupe(names: Sequence[str]) -> list[str]:

@@ -95,15 +95,18 @@ def simulate(duration_s: float | None, name: str | None, source_id: str | None, 
               help="Folder to record into (created).")
 @click.option("--stream", "names", multiple=True, help="Stream name to record (repeatable; default: every visible stream).")
 @click.option("--duration", "duration_s", type=float, default=None, help="Seconds to record (default: until stopped).")
+@click.option("--markers/--no-markers", "with_markers", default=True,
+              help="Also record the marker streams of each --stream (NAME-markers, NAME-Markers, NAME-annotations).")
 @common_options
-def record(out_dir: Path, names: tuple[str, ...], duration_s: float | None, cfg_data: dict) -> None:
+def record(out_dir: Path, names: tuple[str, ...], duration_s: float | None, with_markers: bool,
+           cfg_data: dict) -> None:
     """Record LSL streams to OUT (append-only, crash-safe); finalize to FIF on a clean stop."""
     from neuroimagen.stream.config import StreamConfig
     from neuroimagen.stream.record import Recorder
 
     cfg = section(StreamConfig, cfg_data, "stream").record
     recorder = Recorder(out_dir, cfg, stream_names=names or None, duration_s=duration_s,
-                        resolved_config=cfg_data)
+                        resolved_config=cfg_data, with_markers=with_markers)
     try:
         stopped = _run_until_done(recorder)
     except (LookupError, FileExistsError) as exc:

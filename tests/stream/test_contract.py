@@ -168,8 +168,8 @@ def test_units_detected_from_the_stream(unit, scale):
 
 
 def test_units_missing_unknown_mixed_or_configured():
-    with pytest.raises(ContractError, match=r"no unit .*stream\.contract\.units"):
-        ChannelContract(ContractConfig(), MODEL, 1000.0)
+    # no unit anywhere: the amplitude decides later (tests/stream/test_units.py), or refuses
+    assert ChannelContract(ContractConfig(), MODEL, 1000.0).units_pending
     with pytest.raises(ContractError, match=r"no unit .*stream\.contract\.units"):
         ChannelContract(ContractConfig(), MODEL, 1000.0, units=["uV"] * 127 + [None])
     with pytest.raises(ContractError, match=r"unknown channel unit.*'counts'"):
@@ -190,10 +190,10 @@ def test_all_problems_listed_together():
     names = [n for n in MODEL if n != "Oz"]
     cfg = ContractConfig(on_rate_mismatch="refuse")
     with pytest.raises(ContractError) as exc:
-        ChannelContract(cfg, names, 512.0)
+        ChannelContract(cfg, names, 512.0, units=["uV"] * 126 + ["counts"])
     msg = str(exc.value)
     assert "missing from the stream: Oz" in msg
-    assert "no unit" in msg
+    assert "unknown channel unit(s) 'counts'" in msg
     assert "512 Hz differs from the model's 1000 Hz" in msg
 
 

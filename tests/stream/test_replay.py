@@ -211,7 +211,7 @@ def test_preprocessed_pth_stream(tmp_path: Path) -> None:
 
     items = [{"eeg": torch.randn(128, 300), "label": 1, "image": 0, "subject": 2},
              {"eeg": torch.randn(128, 250), "label": 0, "image": 1, "subject": 2}]
-    torch.save({"dataset": items, "labels": ["n01", "n02"], "images": ["n02_1", "n01_7"]},
+    torch.save({"dataset": items, "labels": ["n01000001", "n02000002"], "images": ["n02000002_1", "n01000001_7"]},
                tmp_path / "eeg_5_95_std.pth")
     rec = read_recording(tmp_path / "eeg_5_95_std.pth")
     name = unique_name("pth")
@@ -225,8 +225,8 @@ def test_preprocessed_pth_stream(tmp_path: Path) -> None:
     assert json.loads(pre.child_value("bandpass_hz")) == [5, 95]
     assert json.loads(pre.child_value("normalized")) == "dataset"
     payloads = [json.loads(m[1]) for m in rx.markers]
-    assert payloads == [{"image": "n02_1", "label": 1, "class": "n02", "subject": 2},
-                        {"image": "n01_7", "label": 0, "class": "n01", "subject": 2}]
+    assert payloads == [{"image": "n02000002_1", "label": 1, "class": "n02000002", "subject": 2},
+                        {"image": "n01000001_7", "label": 0, "class": "n01000001", "subject": 2}]
     assert abs(rx.markers[1][0] - ts[300]) < 1e-3
 
 
@@ -275,4 +275,4 @@ def test_cli_replay_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "recording not found" in res.output and "missing.edf" in res.output
     (tmp_path / "x.pth").write_bytes(b"not a torch file")
     res = CliRunner().invoke(main, ["stream", "replay", str(tmp_path / "x.pth")])
-    assert res.exit_code == 1 and "cannot read" in res.output and "x.pth" in res.output
+    assert res.exit_code == 1 and "not a readable torch file" in res.output and "x.pth" in res.output

@@ -127,7 +127,7 @@ def write_eeg_imagenet(tmp_path, order=None):
         {
             "dataset": dataset,
             "labels": [f"n9{c:07d}" for c in range(N_CLASSES)],
-            "images": [f"img{i}" for i in range(N_CLASSES * N_IMAGES)],
+            "images": [f"n9{i // N_IMAGES:07d}_{i}" for i in range(N_CLASSES * N_IMAGES)],
         },
         eeg_path,
     )

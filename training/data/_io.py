@@ -4,9 +4,10 @@ Dataset files from the field are pickles more often than not (``torch.save``
 of a dict, ``np.save`` of a dict). Unpickling runs arbitrary code, so every
 loader here goes through one of two gates:
 
-* :func:`load_torch_file` calls ``torch.load(weights_only=True)``, whose
-  unpickler only rebuilds tensors and plain containers (dict, list, tuple,
-  str, int, float, bool, None); a pickled class or function is refused.
+* :func:`load_torch_file` (the stream layer's, :mod:`neuroimagen.stream.readers`)
+  calls ``torch.load(weights_only=True)``, whose unpickler only rebuilds
+  tensors and plain containers (dict, list, tuple, str, int, float, bool,
+  None); a pickled class or function is refused.
 * :func:`load_npy` reads ``.npy`` files; a plain numeric array is read with
   ``allow_pickle=False``. An object array (``np.save`` of a dict, the format
   of Things-EEG2's preprocessed files) is read by a restricted unpickler that
@@ -20,11 +21,13 @@ there is one, the key.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from neuroimagen.stream.readers import DataFileError, load_torch_file, require_keys
 
 __all__ = [
     "DatasetFileError",
@@ -36,8 +39,8 @@ __all__ = [
 ]
 
 
-class DatasetFileError(ValueError):
-    """A dataset file is missing, unreadable, unsafe or not in the expected format."""
+#: The one error type of every file reader (``stream.readers.DataFileError``).
+DatasetFileError = DataFileError
 
 
 def require_file(path: str | Path, what: str = "dataset file") -> Path:
@@ -46,50 +49,6 @@ def require_file(path: str | Path, what: str = "dataset file") -> Path:
     if not p.is_file():
         raise DatasetFileError(f"{what} not found: {p}")
     return p
-
-
-def require_keys(obj: Any, keys: Iterable[str], path: Path | str, where: str = "top level") -> None:
-    """Check ``obj`` is a mapping holding every key; the error names file, place and keys."""
-    if not isinstance(obj, Mapping):
-        raise DatasetFileError(
-            f"{path}: expected a dict at {where}, found {type(obj).__name__}"
-        )
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        have = ", ".join(map(repr, list(obj)[:12]))
-        raise DatasetFileError(
-            f"{path}: missing key(s) {', '.join(map(repr, missing))} at {where} (found: {have})"
-        )
-
-
-# --------------------------------------------------------------------------- torch
-
-
-def load_torch_file(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True, map_location="cpu")`` with clear errors.
-
-    Raises
-    ------
-    DatasetFileError
-        The file is missing, truncated/corrupt, or holds pickled objects other
-        than tensors and plain containers (the weights-only unpickler refuses
-        them; the file is never unpickled unsafely).
-    """
-    import torch
-
-    p = require_file(path)
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise DatasetFileError(
-            f"{p}: refused to load: it holds pickled objects other than tensors and plain "
-            f"containers (dict, list, str, int, float), which could run code. "
-            f"Re-save it with plain types. Loader said: {_first_line(exc)}"
-        ) from None
-    except (EOFError, RuntimeError, OSError, ValueError) as exc:
-        raise DatasetFileError(
-            f"{p}: not a readable torch file (truncated or corrupt?): {_first_line(exc)}"
-        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

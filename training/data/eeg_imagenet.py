@@ -59,14 +59,16 @@ the live chain matters.
 
 The files carry no channel names; channels are the default montage's 128
 names (:func:`neuroimagen.stream.montage.montage_ch_names`) in file order.
+
+The file format is parsed once, by :func:`neuroimagen.stream.readers.read_eeg_imagenet`
+(and :func:`~neuroimagen.stream.readers.read_splits`), which replay uses too;
+they are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,8 +84,16 @@ from neuroimagen.stream.preprocessing import (
     preprocess_window,
     resample_window,
 )
+from neuroimagen.stream.readers import (
+    EEG_IMAGENET_N_CHANNELS,
+    EEG_IMAGENET_SFREQ,
+    SPLIT_NAMES,
+    EEGImageNetFile,
+    read_eeg_imagenet,
+    read_splits,
+)
 
-from ._io import DatasetFileError, load_torch_file, require_keys
+from ._io import DatasetFileError
 from .captions import Captioner
 
 log = logging.getLogger(__name__)
@@ -95,156 +105,8 @@ __all__ = [
     "read_splits",
 ]
 
-WNID_RE = re.compile(r"^n\d{8}$")
-STEM_RE = re.compile(r"^(n\d{8})_\d+$")
-N_CHANNELS = 128
-SFREQ_HZ = 1000.0
-SPLIT_NAMES = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class EEGImageNetFile:
-    """A validated EEG-ImageNet ``.pth`` file.
-
-    Attributes
-    ----------
-    path : Path
-    segments : list of dict
-        ``eeg`` (float tensor (n_channels, T), as stored), ``label``, ``image``,
-        ``subject`` (ints).
-    labels : list of str
-        WordNet ids.
-    images : list of str
-        Image stems ``<wnid>_<number>``.
-    means, stddevs : tensor | None
-        Present in the raw variant only.
-    """
-
-    path: Path
-    segments: list[dict[str, Any]]
-    labels: list[str]
-    images: list[str]
-    means: torch.Tensor | None = None
-    stddevs: torch.Tensor | None = None
-
-    @property
-    def is_raw(self) -> bool:
-        return self.means is not None
-
-    @property
-    def subjects(self) -> list[int]:
-        return sorted({s["subject"] for s in self.segments})
-
-    @property
-    def n_times(self) -> np.ndarray:
-        """Length T of every segment, shape (n_segments,), int64."""
-        return np.array([s["eeg"].shape[1] for s in self.segments], dtype=np.int64)
-
-
-def _as_int(value: Any, path: Path, where: str) -> int:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.dtype.is_floating_point or value.dtype == torch.bool:
-            raise DatasetFileError(f"{path}: {where} must be an integer, got a {value.dtype} tensor of shape {tuple(value.shape)}")
-        return int(value.item())
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise DatasetFileError(f"{path}: {where} must be an integer, got {type(value).__name__}")
-    return int(value)
-
-
-def _string_list(obj: Any, path: Path, key: str, pattern: re.Pattern[str], example: str) -> list[str]:
-    if not isinstance(obj, list | tuple) or not obj:
-        raise DatasetFileError(f"{path}: key {key!r} must be a non-empty list of strings")
-    bad = [x for x in obj if not isinstance(x, str) or not pattern.match(x)]
-    if bad:
-        raise DatasetFileError(
-            f"{path}: key {key!r} holds {len(bad)} malformed entr(y/ies), first {bad[0]!r} "
-            f"(expected like {example!r})"
-        )
-    return list(obj)
-
-
-def read_eeg_imagenet(path: str | Path, n_channels: int = N_CHANNELS) -> EEGImageNetFile:
-    """Load and validate an EEG-ImageNet ``.pth`` file (``torch.load(weights_only=True)``).
-
-    Raises
-    ------
-    DatasetFileError
-        Naming the file and key: pickled objects, missing keys, a segment whose
-        ``eeg`` is not a floating (n_channels, T) tensor, labels/images out of
-        range, malformed WordNet ids or stems.
-    """
-    obj = load_torch_file(path)
-    p = Path(path)
-    require_keys(obj, ("dataset", "labels", "images"), p)
-    labels = _string_list(obj["labels"], p, "labels", WNID_RE, "n02951358")
-    images = _string_list(obj["images"], p, "images", STEM_RE, "n02951358_31190")
-    data = obj["dataset"]
-    if not isinstance(data, list | tuple) or not data:
-        raise DatasetFileError(f"{p}: key 'dataset' must be a non-empty list of segments")
-    segments: list[dict[str, Any]] = []
-    for i, seg in enumerate(data):
-        where = f"dataset[{i}]"
-        require_keys(seg, ("eeg", "label", "image", "subject"), p, where)
-        eeg = seg["eeg"]
-        if not isinstance(eeg, torch.Tensor) or not eeg.dtype.is_floating_point or eeg.ndim != 2:
-            desc = f"{eeg.dtype} tensor of shape {tuple(eeg.shape)}" if isinstance(eeg, torch.Tensor) else type(eeg).__name__
-            raise DatasetFileError(f"{p}: {where}['eeg'] must be a floating (n_channels, T) tensor, got {desc}")
-        if eeg.shape[0] != n_channels:
-            raise DatasetFileError(
-                f"{p}: {where}['eeg'] has {eeg.shape[0]} channels, expected {n_channels} (shape {tuple(eeg.shape)})"
-            )
-        label = _as_int(seg["label"], p, f"{where}['label']")
-        image = _as_int(seg["image"], p, f"{where}['image']")
-        subject = _as_int(seg["subject"], p, f"{where}['subject']")
-        if not 0 <= label < len(labels):
-            raise DatasetFileError(f"{p}: {where}['label'] = {label} is outside the {len(labels)} labels")
-        if not 0 <= image < len(images):
-            raise DatasetFileError(f"{p}: {where}['image'] = {image} is outside the {len(images)} images")
-        if subject < 1:
-            raise DatasetFileError(f"{p}: {where}['subject'] = {subject}; subjects count from 1")
-        segments.append({"eeg": eeg, "label": label, "image": image, "subject": subject})
-    mismatched = sum(
-        STEM_RE.match(images[s["image"]]).group(1) != labels[s["label"]] for s in segments  # type: ignore[union-attr]
-    )
-    if mismatched:
-        log.warning("%s: %d segment(s) whose label's WordNet id differs from their image's", p, mismatched)
-    means = stddevs = None
-    if "means" in obj or "stddevs" in obj:
-        require_keys(obj, ("means", "stddevs"), p)
-        means, stddevs = obj["means"], obj["stddevs"]
-        for key, val in (("means", means), ("stddevs", stddevs)):
-            if not isinstance(val, torch.Tensor) or not val.dtype.is_floating_point:
-                raise DatasetFileError(f"{p}: key {key!r} must be a floating tensor, got {type(val).__name__}")
-    return EEGImageNetFile(p, segments, labels, images, means, stddevs)
-
-
-def read_splits(path: str | Path) -> list[dict[str, list[int]]]:
-    """Load and validate a ``block_splits_by_image_*.pth`` file.
-
-    Returns
-    -------
-    list of dict
-        One ``{"train": [...], "val": [...], "test": [...]}`` per split, ints.
-    """
-    obj = load_torch_file(path)
-    p = Path(path)
-    require_keys(obj, ("splits",), p)
-    splits = obj["splits"]
-    if not isinstance(splits, list | tuple) or not splits:
-        raise DatasetFileError(f"{p}: key 'splits' must be a non-empty list")
-    out = []
-    for k, sp in enumerate(splits):
-        require_keys(sp, SPLIT_NAMES, p, f"splits[{k}]")
-        entry = {}
-        for name in SPLIT_NAMES:
-            idx = sp[name]
-            if isinstance(idx, torch.Tensor):
-                idx = idx.tolist()
-            if not isinstance(idx, list | tuple):
-                raise DatasetFileError(f"{p}: splits[{k}][{name!r}] must be a list of indices")
-            entry[name] = [_as_int(v, p, f"splits[{k}][{name!r}]") for v in idx]
-        out.append(entry)
-    return out
+N_CHANNELS = EEG_IMAGENET_N_CHANNELS
+SFREQ_HZ = EEG_IMAGENET_SFREQ
 
 
 class EEGImageNetDataset(Dataset):

@@ -180,14 +180,6 @@ def _report_dict(rep: OverlapReport, ids: np.ndarray | None) -> dict:
     return d
 
 
-def _load_torch(path: Path, what: str):
-    import torch
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def check_eeg_imagenet_leak(
     eeg_path: str | Path,
     splits_path: str | Path,
@@ -213,25 +205,20 @@ def check_eeg_imagenet_leak(
         :func:`check_split_leak`'s report plus ``"heuristic"``, ``"split_index"``,
         ``"n_subjects"`` and the file paths. Blocks come from :func:`infer_blocks`.
     """
+    from neuroimagen.stream.readers import read_eeg_imagenet, read_splits
+
+    # 1. the one EEG-ImageNet parser (errors: DataFileError, naming the file and key)
     eeg_path, splits_path = Path(eeg_path), Path(splits_path)
-    data = _load_torch(eeg_path, "EEG-ImageNet EEG file")
-    try:
-        dataset = data["dataset"]
-        labels = np.array([int(d["label"]) for d in dataset])
-        subjects = np.array([int(d["subject"]) for d in dataset])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{eeg_path} is not an EEG-ImageNet file: expected a dict with 'dataset', a list of "
-            f"dicts with 'label' and 'subject' ({exc!r})"
-        ) from exc
-    splits = _load_torch(splits_path, "EEG-ImageNet splits file")
-    try:
-        split = splits["splits"][split_index]
-        train_idx, test_idx = split[train_split], split[test_split]
-    except (KeyError, IndexError, TypeError) as exc:
-        raise ValueError(
-            f"{splits_path}: no splits[{split_index}][{train_split!r}/{test_split!r}] ({exc!r})"
-        ) from exc
+    eeg = read_eeg_imagenet(eeg_path, n_channels=None)
+    labels = np.array([s["label"] for s in eeg.segments])
+    subjects = np.array([s["subject"] for s in eeg.segments])
+    splits = read_splits(splits_path)
+    if not 0 <= split_index < len(splits):
+        raise ValueError(f"{splits_path}: no splits[{split_index}]; the file holds {len(splits)} split(s)")
+    split = splits[split_index]
+    if train_split not in split or test_split not in split:
+        raise ValueError(f"{splits_path}: splits[{split_index}] has no {train_split!r}/{test_split!r}")
+    train_idx, test_idx = split[train_split], split[test_split]
     blocks = infer_blocks(labels, subjects)
     report = check_split_leak(blocks, train_idx, test_idx, warn=False)
     mean_run = report["blocks"].get("mean_block_size", 0.0)
