@@ -26,6 +26,7 @@ machine is recognisable as such.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import time
@@ -118,6 +119,11 @@ def _run_phase(cfg: StreamConfig, n_samples: int, sfreq: float, speed: float,
     try:
         pcfg = _pipeline_cfg(cfg, name, n_samples, sfreq)
         pipe = WindowPipeline(pcfg, run_worker=True, acquisition=acquisition)
+        # what a real-time process does once its set-up is done: the objects alive now (modules,
+        # the pipeline) leave the garbage collector's scans, so a full collection triggered by
+        # the hot path's few allocations does not walk the whole heap (a multi-ms stall)
+        gc.collect()
+        gc.freeze()
         with pipe:
             buffer = pipe.inlet.buffer
             # 1. run until every sample went through and every window is out
@@ -127,7 +133,8 @@ def _run_phase(cfg: StreamConfig, n_samples: int, sfreq: float, speed: float,
             deadline = time.monotonic() + timeout_s
             while (pipe._next_index < n_samples or pipe.n_windows < n_windows_expected) \
                     and time.monotonic() < deadline:
-                time.sleep(0.002)
+                # the measuring thread wakes rarely: each wake-up competes for the GIL
+                time.sleep(0.02)
                 pipe.inlet.check()
             cpu = time.process_time() - cpu0
             done = pipe._next_index >= n_samples and pipe.n_windows >= n_windows_expected
@@ -156,6 +163,7 @@ def _run_phase(cfg: StreamConfig, n_samples: int, sfreq: float, speed: float,
             "timestamp_to_ready_ms": (pipe.timestamp_to_ready_s() * 1e3).tolist(),
         }
     finally:
+        gc.unfreeze()
         if proc.is_alive():
             proc.terminate()
             proc.join(5.0)
