@@ -411,7 +411,56 @@ def _incompatible(meta: StreamMeta, info: Any) -> str:
 # --------------------------------------------------------------------------- EEG inlet
 
 
-class EEGInlet(Worker):
+class _InletWorker(Worker):
+    """The lifecycle both inlets share: start on a thread or in the caller's, close on stop.
+
+    Subclasses set ``_inlet``, ``_watch`` and ``_connected`` in ``_setup`` (resolve,
+    subscribe) and pull in ``_run`` (thread) or ``acquire`` (caller's thread).
+    """
+
+    _inlet: Any = None
+    _watch: StreamWatch | None = None
+    _connected = False
+
+    def start(self, *, thread: bool = True) -> None:
+        """Resolve/open, subscribe and start acquiring.
+
+        Parameters
+        ----------
+        thread : bool
+            True: an acquisition thread pulls. False: connect only; the caller
+            pulls with :meth:`acquire` (and may not start a thread later
+            without a :meth:`stop`).
+
+        Raises
+        ------
+        StreamNotFoundError
+            Resolving failed (the message lists the streams seen).
+        """
+        if thread:
+            if self._connected:
+                raise RuntimeError(f"{self.thread_name} already started")
+            super().start()
+            return
+        if self._thread is not None or self._connected:
+            raise RuntimeError(f"{self.thread_name} already started")
+        try:
+            self._setup()
+        except BaseException:
+            self._on_stop()
+            raise
+
+    def _on_stop(self) -> None:
+        if self._inlet is not None:
+            self._inlet.close_stream()
+            self._inlet = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        self._connected = False
+
+
+class EEGInlet(_InletWorker):
     """Acquire a numeric LSL stream on a thread (or the caller's) into a :class:`RingBuffer`.
 
     Parameters
@@ -551,34 +600,6 @@ class EEGInlet(Worker):
             logger.debug("first time_correction took %.1f ms", (time.perf_counter() - t0) * 1e3)
         inlet.open_stream(timeout)
 
-    def start(self, *, thread: bool = True) -> None:
-        """Open (if not yet), subscribe and start acquiring.
-
-        Parameters
-        ----------
-        thread : bool
-            True: an acquisition thread pulls. False: connect only; the caller
-            pulls with :meth:`acquire` (and may not start a thread later
-            without a :meth:`stop`).
-
-        Raises
-        ------
-        StreamNotFoundError
-            Resolving failed (the message lists the streams seen).
-        """
-        if thread:
-            if self._connected:
-                raise RuntimeError(f"{self.thread_name} already started")
-            super().start()
-            return
-        if self._thread is not None or self._connected:
-            raise RuntimeError(f"{self.thread_name} already started")
-        try:
-            self._setup()
-        except BaseException:
-            self._on_stop()
-            raise
-
     def _setup(self) -> None:
         import pylsl
 
@@ -589,15 +610,6 @@ class EEGInlet(Worker):
         if self.cfg.reresolve_after_s is not None:
             self._watch = StreamWatch(self.meta, self._inlet.info().uid(), self.cfg.source_id)
         logger.info("inlet opened: %s", self.meta.describe())
-
-    def _on_stop(self) -> None:
-        if self._inlet is not None:
-            self._inlet.close_stream()
-            self._inlet = None
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
-        self._connected = False
 
     def _run(self) -> None:
         wait = self.cfg.poll_interval_s
@@ -809,7 +821,7 @@ class EEGInlet(Worker):
 # --------------------------------------------------------------------------- markers
 
 
-class MarkerInlet(Worker):
+class MarkerInlet(_InletWorker):
     """Acquire a marker stream on a thread (or the caller's).
 
     String markers are kept as they are; numeric streams (mne-lsl's one-hot
@@ -889,21 +901,6 @@ class MarkerInlet(Worker):
         self._decode = decode  # the new inlet's payload decoder (its channel layout may differ)
         return inlet, meta
 
-    def start(self, *, thread: bool = True) -> None:
-        """Resolve, subscribe, start pulling (``thread=False``: the caller pulls with :meth:`acquire`)."""
-        if thread:
-            if self._connected:
-                raise RuntimeError(f"{self.thread_name} already started")
-            super().start()
-            return
-        if self._thread is not None or self._connected:
-            raise RuntimeError(f"{self.thread_name} already started")
-        try:
-            self._setup()
-        except BaseException:
-            self._on_stop()
-            raise
-
     def _setup(self) -> None:
         import pylsl
 
@@ -917,15 +914,6 @@ class MarkerInlet(Worker):
         self._last_marker = pylsl.local_clock()
         if cfg.reresolve_after_s is not None:
             self._watch = StreamWatch(self.meta, self._inlet.info().uid())
-
-    def _on_stop(self) -> None:
-        if self._inlet is not None:
-            self._inlet.close_stream()
-            self._inlet = None
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
-        self._connected = False
 
     def pop_markers(self) -> list[tuple[float, str]]:
         """Markers received since the last call, oldest first: ``(timestamp, payload)``."""

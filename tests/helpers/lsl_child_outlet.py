@@ -76,15 +76,12 @@ def main() -> None:
             chunk[k - i, 1 % n_ch] = np.nan
             chunk[k - i, n_ch - 1] = np.inf
         n_chunks += 1
-        if backstep:
-            # explicit stamps on the sample grid, so a late push that catches up cannot step
-            # back by itself: the only backward steps are the injected ones
-            stamps = stamp0 + idx / a["sfreq"]
-            if n_chunks % backstep == 0:
-                stamps = stamps - 0.5
-            outlet.push_chunk(chunk, stamps.tolist())
-        else:
-            outlet.push_chunk(chunk)
+        # explicit stamps on the sample grid (a device clock): a push made late by a loaded
+        # machine neither opens a gap nor steps back; the only backward steps are the injected ones
+        stamps = stamp0 + idx / a["sfreq"]
+        if backstep and n_chunks % backstep == 0:
+            stamps = stamps - 0.5
+        outlet.push_chunk(chunk, stamps.tolist())
         i += n
         sent += n
         # pace against the start (no drift)
