@@ -240,9 +240,13 @@ def test_outlet_killed_and_restarted_is_recorded_with_the_gap_annotated(tmp_path
         wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_reconnects == 1
                    and any("restarted as source_id" in line for line in lines),
                    timeout=40.0, message=lambda: f"both reconnected (pipeline {pipe.stats}, recorder {lines[-3:]})")
+        size_at_gap = data_bin().stat().st_size
         b.go()
         n_at_gap = pipe.inlet.n_received
-        wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_received >= n_at_gap + 1000,
+        # both consumers hold 1 s of the second part before the stop (the recorder's file
+        # grows at its flush cadence; samples still in flight at SIGTERM are not its to keep)
+        wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_received >= n_at_gap + 1000
+                   and data_bin().stat().st_size >= size_at_gap + 1000 * len(names) * 4,
                    timeout=40.0, message="1 s after the restart")
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
