@@ -251,6 +251,11 @@ class ProcessRunner:
             self._opener.start()
         if self._opener is not None:
             self._opener.check()
+        # 2. the scope's inlets have no threads: pulled here, once per tick (see _ScopeInletOpener)
+        if self.inlet is not None:
+            self.inlet.acquire()
+        if self.marker_inlet is not None:
+            self.marker_inlet.acquire()
 
     def source(self) -> tuple[Any, Any, Any, float] | None:
         inlet = self.inlet
@@ -303,7 +308,14 @@ class ProcessRunner:
 
 
 class _ScopeInletOpener(Worker):
-    """Open the scope's own EEG (and marker) inlet on the stream, off the GUI thread, once."""
+    """Open the scope's own EEG (and marker) inlet on the stream, off the GUI thread, once.
+
+    The inlets get no acquisition threads (``start(thread=False)``): the GUI thread
+    pulls what arrived once per tick (:meth:`ProcessRunner.check`). An inlet thread
+    polling every millisecond would wake this process 1000 times a second for a
+    display that redraws 30 times, and each wake competes for the cores the
+    engine's process needs.
+    """
 
     def __init__(self, runner: ProcessRunner) -> None:
         super().__init__(f"gui-scope-inlet[{runner.stream_name}]", stop_timeout_s=30.0)
@@ -315,11 +327,11 @@ class _ScopeInletOpener(Worker):
         r = self.runner
         cfg = r.stream_cfg.inlet.model_copy(update={"name": r.stream_name, "source_id": None})
         inlet = EEGInlet(cfg)
-        inlet.start()
+        inlet.start(thread=False)
         r.inlet = inlet
         markers = MarkerInlet(f"{r.stream_name}-markers", cfg.model_copy(update={"resolve_timeout_s": 1.0}))
         try:
-            markers.start()
+            markers.start(thread=False)
             r.marker_inlet = markers
         except StreamNotFoundError:
             logger.info("no marker stream %s-markers: the scope draws no stimulus lines", r.stream_name)
