@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from .priority import ProcessSpawner, lower_gui_priority
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["GOALS", "run_gui_bench"]
@@ -94,9 +96,12 @@ def _run_qt_for(app: Any, seconds: float) -> None:
     loop.exec()
 
 
+_SPAWNER: Any = None  # set by run_gui_bench: every child starts at the priority the GUI thread gave up
+
+
 def _child(args: list[str], log: Path) -> subprocess.Popen:
-    fh = log.open("wb")
-    return subprocess.Popen([*_cli(), *args], stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
+    with log.open("wb") as fh:
+        return _SPAWNER.popen([*_cli(), *args], stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
 
 
 def _stop_child(proc: subprocess.Popen) -> None:
@@ -194,7 +199,7 @@ def _gui_run(app: Any, stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, bundle: Path,
     from .window import MainWindow
 
     window = MainWindow(stream_cfg, rt_cfg, gui_cfg.model_copy(update={"engine": "process"}), bundle=bundle,
-                        out_root=work / f"gui-{tag}")
+                        out_root=work / f"gui-{tag}", spawner=_SPAWNER)
     window.show()
     try:
         window.connect_stream(stream)
@@ -253,10 +258,31 @@ def run_gui_bench(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | P
     say = progress or (lambda _s: None)
     work = Path(work_dir) / time.strftime("bench-gui-%Y%m%d-%H%M%S")  # sessions are never overwritten
     work.mkdir(parents=True, exist_ok=False)
+    global _SPAWNER
+
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["neuroimagen-bench"])
     app.setQuitOnLastWindowClosed(False)  # one window per phase, closed in between
+    # as run_gui: children (headless engine, GUI engine, streams) from a thread at the process's
+    # priority; this (GUI) thread lowered by gui.nice
+    _SPAWNER = ProcessSpawner()
+    _SPAWNER.start()
+    nice = lower_gui_priority(gui_cfg.nice)
     result: dict[str, Any] = {"machine": _machine(), "goals": GOALS, "bundle": str(bundle),
-                              "recording": str(recording), "rounds": rounds, "duration_s": duration_s}
+                              "recording": str(recording), "rounds": rounds, "duration_s": duration_s,
+                              "gui_nice": nice}
+    try:
+        _phases(app, stream_cfg, rt_cfg, gui_cfg, result, bundle=Path(bundle), recording=Path(recording),
+                duration_s=duration_s, scope_duration_s=scope_duration_s, rounds=rounds, sets=list(sets or []),
+                work=work, say=say)
+    finally:
+        _SPAWNER.stop()
+        _SPAWNER = None
+    return result
+
+
+def _phases(app: Any, stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, result: dict[str, Any], *, bundle: Path,
+            recording: Path, duration_s: float, scope_duration_s: float, rounds: int, sets: list[str], work: Path,
+            say: Callable[[str], None]) -> None:
     # 1. the scope alone
     if scope_duration_s > 0:
         say(f"scope: {scope_duration_s:g} s of a simulated 128-ch 1 kHz headset")
@@ -271,10 +297,10 @@ def run_gui_bench(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | P
         for r in range(rounds):
             say(f"round {r + 1}/{rounds}: engine headless, {duration_s:g} s")
             runs.append({"round": r + 1, "mode": "headless",
-                         **_headless_run(Path(bundle), name, duration_s, list(sets or []), work, str(r + 1))})
+                         **_headless_run(bundle, name, duration_s, sets, work, str(r + 1))})
             say(f"round {r + 1}/{rounds}: engine with the GUI, {duration_s:g} s")
             runs.append({"round": r + 1, "mode": "gui",
-                         **_gui_run(app, stream_cfg, rt_cfg, gui_cfg, Path(bundle), name, duration_s, work,
+                         **_gui_run(app, stream_cfg, rt_cfg, gui_cfg, bundle, name, duration_s, work,
                                     str(r + 1))})
     finally:
         _stop_child(replay)
@@ -297,4 +323,3 @@ def run_gui_bench(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | P
         "gui_cost": bool(ratios["p99_gui_over_headless"] <= GOALS["p99_gui_over_headless"]),
         "zero_drops": drops == 0,
     }
-    return result

@@ -30,4 +30,8 @@ class GuiConfig(FrozenConfig):
         0.0005, gt=0, description="sys.setswitchinterval while the GUI runs (None: Python's 5 ms): the "
         "redraws hold the GIL, and a short interval hands it back to the engine's threads sooner",
     )
+    nice: int = Field(
+        10, ge=0, le=19, description="raise the GUI thread's nice value by this much (Linux; 0: off): on a busy "
+        "machine the kernel then favours the engine's process, which keeps its priority (gui.priority)",
+    )
     screenshot_dir: Path = Field(Path("screenshots"), description="where the screenshot button saves PNGs")

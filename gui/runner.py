@@ -163,17 +163,20 @@ class ProcessRunner:
     the transport for samples); frames, saliency, top-k and metrics come through
     a :class:`~.transport.SnapshotReader` block (a seqlock, never waited on).
 
+    spawner : ProcessSpawner | None
+        Starts the engine's process (see :mod:`.priority`); None: this thread does.
+
     Notes
     -----
-    Threading: the GUI thread calls everything; the inlets have their own
-    threads. A child that exits with an error is reported by :meth:`check`
+    Threading: the GUI thread calls everything; the inlets have no threads. A child that exits with an error is reported by :meth:`check`
     with the tail of its stderr.
     """
 
     def __init__(self, bundle: Any, stream_name: str, stream_cfg: StreamConfig, rt_cfg: RealtimeConfig, *,
                  out_dir: str | Path, resolved_config: Mapping[str, Any] | None = None,
-                 scorer_spec: Mapping[str, Any] | None = None) -> None:
+                 scorer_spec: Mapping[str, Any] | None = None, spawner: Any = None) -> None:
         self.bundle_path = Path(bundle)
+        self.spawner = spawner
         self.stream_name = stream_name
         self.stream_cfg = stream_cfg
         self.rt_cfg = rt_cfg
@@ -210,8 +213,10 @@ class ProcessRunner:
         script = Path(sys.executable).with_name("neuroimagen")
         cmd = [str(script)] if script.is_file() else [sys.executable, "-c",
                                                       "from neuroimagen.realtime.cli import main; main()"]
-        self.proc = subprocess.Popen([*cmd, "engine-process", json.dumps(spec, default=str)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        # from the spawner's thread when there is one: the engine keeps the priority the GUI gave up
+        popen = self.spawner.popen if self.spawner is not None else subprocess.Popen
+        self.proc = popen([*cmd, "engine-process", json.dumps(spec, default=str)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
 
     # ------------------------------------------------------------------ polling
 

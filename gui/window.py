@@ -84,6 +84,8 @@ class MainWindow(QtWidgets.QMainWindow):
         ``bundle -> Scorer`` for live scoring (the CLI wires in training.eval); thread engine.
     scorer_spec : mapping | None
         The same for the engine process: ``{"twin": DIR}`` scores against a twin's images.
+    spawner : ProcessSpawner | None
+        Starts the engine's process at the priority the GUI gave up (:mod:`.priority`).
 
     Attributes
     ----------
@@ -102,8 +104,9 @@ class MainWindow(QtWidgets.QMainWindow):
                  gui_cfg: GuiConfig | None = None, *, bundle: str | Path | None = None,
                  out_root: str | Path = "sessions/gui", resolved_config: Mapping[str, Any] | None = None,
                  truth_images: Mapping[str, Path] | None = None, scorer_factory: Any = None,
-                 scorer_spec: Mapping[str, Any] | None = None) -> None:
+                 scorer_spec: Mapping[str, Any] | None = None, spawner: Any = None) -> None:
         super().__init__()
+        self.spawner = spawner
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
         self.stream_cfg = stream_cfg or StreamConfig()
         self.rt_cfg = rt_cfg or RealtimeConfig()
@@ -403,7 +406,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stream_combo.setCurrentText(name)
         if self.gui_cfg.engine == "process":
             self.runner = ProcessRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
-                                        resolved_config=self.resolved_config, scorer_spec=self.scorer_spec)
+                                        resolved_config=self.resolved_config, scorer_spec=self.scorer_spec,
+                                        spawner=self.spawner)
         else:
             self.runner = EngineRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
                                        resolved_config=self.resolved_config,

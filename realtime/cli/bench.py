@@ -270,6 +270,8 @@ def print_gui_bench(result: dict) -> None:
         table.add_column(col)
     table.add_row("machine: CPUs / load average (1, 5, 15 min) before / after",
                   f"{m0['cpu_count']} / {m0['loadavg_1_5_15']} / {m1['loadavg_1_5_15']}", "", "")
+    table.add_row("GUI thread's nice value (gui.nice; engines and streams keep the process's)",
+                  str(result.get("gui_nice")), "", "")
     if "scope" in result:
         s = result["scope"]
         table.add_row(f"scope alone: redraws/s ({s['n_channels']} ch at {f(s['sfreq'], 'g')} Hz, "
