@@ -316,7 +316,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.perf_label = QtWidgets.QLabel("-")
         self.perf_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
         self.perf_label.setWordWrap(True)
-        _fix_size(self.perf_label, 300, 7)
+        _fix_size(self.perf_label, 235, 7)
         h.addWidget(self.perf_label)
         box.setMaximumHeight(230)
         return box
