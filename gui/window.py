@@ -497,6 +497,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"ERROR: {text}")
         self.status_labels["state"].setText("error")
 
+    CATCH_UP = 3
+
     def _tick(self) -> None:
         t0 = time.perf_counter()
         self.n_ticks += 1
@@ -509,10 +511,11 @@ class MainWindow(QtWidgets.QMainWindow):
             # adapt: never more than half the time in the GUI thread's redraws
             target = 1000.0 / self.gui_cfg.refresh_hz
             self._interval_ms = max(target, 2000.0 * float(np.median(self._tick_cost_s)))
-            # the next deadline is one interval after this one (not after this tick's end); a late tick
-            # is caught up by at most one interval (the machine was busy), never by a burst
+            # fixed-rate: the next deadline is one interval after this one (not after this tick's end),
+            # so a tick the busy machine started late is made up; a backlog of at most CATCH_UP
+            # intervals, never a burst (a GUI that cannot keep up slows its target above instead)
             interval_s = self._interval_ms / 1e3
-            self._next_tick_s = max(self._next_tick_s + interval_s, now - interval_s)
+            self._next_tick_s = max(self._next_tick_s + interval_s, now - self.CATCH_UP * interval_s)
             self.timer.start(max(0, int(round((self._next_tick_s - now) * 1e3))))
 
     def _poll(self) -> None:
