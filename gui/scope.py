@@ -416,8 +416,12 @@ class ScopeWidget:
     ----------
     widget : pyqtgraph.PlotWidget
     buffer : ScopeBuffer | None
-        Made on the first :meth:`update_from` of a stream.
+        Made by :meth:`attach` (one per stream).
+    raster : ScopeRaster | None
+        The traces' pixels (made by :meth:`attach`); ``traces`` shows its image.
     quality : ndarray, int8 (n_channels,)
+    centre : ndarray, float64 (n_channels,)
+        Each channel's centre line (its mean peak), updated with ``quality`` twice a second.
     n_redraws : int
     fps : float
         Redraws per second over the last second.
