@@ -84,6 +84,16 @@ def test_connect_frames_content_settings_record_screenshot_stop(lsl_loopback, qt
         np.testing.assert_array_equal(mins[0], np.minimum.reduceat(expected, edges[:-1]))
         np.testing.assert_array_equal(maxs[0], np.maximum.reduceat(expected, edges[:-1]))
         assert window.scope.raster.image.shape[1] == mins.shape[1] and window.scope.n_redraws > 10
+        # what is shown: the raster drawn column by column over many frames equals one full drawing
+        # of those peaks (no tick ran since the last pull + redraw: same data, gain, centres, colours)
+        from neuroimagen.gui.scope import ScopeRaster
+
+        scope = window.scope
+        full = ScopeRaster(buf.n_channels).draw(
+            mins, maxs, np.ones(mins.shape[1], bool), height=scope.raster.image.shape[0],
+            gain=scope.scale_to_volts / (scope.scale_uv * 1e-6), centre=scope.centre, quality=scope.quality)
+        np.testing.assert_array_equal(scope.raster.image, full)
+        assert scope.traces.qimage.width() == mins.shape[1]
 
         # 4. settings: steps, strength, sliding hop; Apply restarts the engine with them
         window.steps_spin.setValue(1)
