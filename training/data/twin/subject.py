@@ -240,7 +240,8 @@ class SimulatedSubject(PacedStreamer):
     duration_s : float | None
         Stop after this long (None: until stopped).
     chunk_s, delay_s : float
-        Samples per push, and the push delay (markers must arrive within it).
+        Samples per push, and the push delay: a marker must arrive within it (0.5 s
+        leaves room for a loaded machine; a real amplifier's is tens of ms).
     wait_for_consumers_s : float
         Hold the first sample until the outlet has a consumer (tests).
     source_id : str | None
@@ -260,7 +261,7 @@ class SimulatedSubject(PacedStreamer):
 
     def __init__(self, source: TwinSubjectSource, name: str = "NeuroImagenSubject",
                  marker_stream: str | None = None, duration_s: float | None = None, chunk_s: float = 0.02,
-                 delay_s: float = 0.2, wait_for_consumers_s: float = 0.0, source_id: str | None = None) -> None:
+                 delay_s: float = 0.5, wait_for_consumers_s: float = 0.0, source_id: str | None = None) -> None:
         import uuid
 
         from neuroimagen.stream.replay import make_stream_info
