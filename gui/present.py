@@ -157,13 +157,13 @@ def _view_class(offscreen: bool):
                 p.fillRect(x, y, d, d, QtGui.QColor(255, 255, 255) if on else QtGui.QColor(0, 0, 0))
             p.end()
 
-        def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        def paintEvent(self, event: Any) -> None:
             if offscreen:
                 self._paint()
             else:
                 super().paintEvent(event)
 
-        def paintGL(self) -> None:  # noqa: N802 - QOpenGLWidget's hook
+        def paintGL(self) -> None:
             self._paint()
 
     return StimulusView
