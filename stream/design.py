@@ -33,8 +33,10 @@ recording first, so a session cut short still calibrates on what it holds.
 
 Rapid-event schedule (:func:`make_schedule`)
 --------------------------------------------
-Every image of the set is shown once in a random order, except ``n_test_per_class``
-images per class (the test images), each shown ``test_repeats`` times; onsets are
+Every image of the set is shown once per pass in a random order, except
+``n_test_per_class`` images per class (the test images, the same in every pass),
+each shown ``test_repeats`` times per pass; ``n_passes`` passes follow each
+other, each in its own order; onsets are
 ``soa_s`` plus a uniform jitter in ``[0, jitter_s)`` apart, with a break of
 ``break_s`` after every ``break_every`` trials. ``order="block"`` groups the trials
 by class instead: allowed, but it confounds class with time (slow drifts, arousal,
@@ -192,6 +194,7 @@ def make_schedule(
     jitter_s: float = 0.2,
     n_test_per_class: int = 1,
     test_repeats: int = 4,
+    n_passes: int = 1,
     break_every: int = 150,
     break_s: float = 10.0,
     order: Literal["rapid", "block"] = "rapid",
@@ -207,7 +210,9 @@ def make_schedule(
     soa_s, jitter_s : float
         Onset asynchrony and its uniform jitter, seconds.
     n_test_per_class, test_repeats : int
-        Test images per class (0: none) and how often each is shown.
+        Test images per class (0: none) and how often each is shown per pass.
+    n_passes : int
+        Passes over the set (each its own random order).
     break_every, break_s : trials between breaks (0: none) and break length, seconds
     order : "rapid" (random order; default) or "block" (one class per block; warns)
     max_trials, max_duration_s : cut the schedule (None: all)
@@ -220,6 +225,8 @@ def make_schedule(
     """
     if soa_s <= 0 or jitter_s < 0:
         raise ValueError(f"soa_s must be > 0 and jitter_s >= 0, got {soa_s}, {jitter_s}")
+    if n_passes < 1:
+        raise ValueError(f"n_passes must be >= 1, got {n_passes}")
     if order not in ("rapid", "block"):
         raise ValueError(f"order must be 'rapid' or 'block', got {order!r}")
     rng = np.random.default_rng(seed)
@@ -231,13 +238,16 @@ def make_schedule(
         test = set(rng.choice(len(members), size=n_test, replace=False).tolist()) if n_test else set()
         for k, s in enumerate(members):
             items += [(s, True)] * test_repeats if k in test else [(s, False)]
-    # 2. order
+    # 2. order, pass by pass
     if order == "block":
         logger.warning(BLOCK_WARNING)
-        by_class = [[it for it in items if it[0].label == c] for c in rng.permutation(len(stimuli.classes))]
-        items = [by[i] for by in by_class for i in rng.permutation(len(by))]
-    else:
-        items = [items[i] for i in rng.permutation(len(items))]
+    one_pass, items = items, []
+    for _ in range(n_passes):
+        if order == "block":
+            by_class = [[it for it in one_pass if it[0].label == c] for c in rng.permutation(len(stimuli.classes))]
+            items += [by[i] for by in by_class for i in rng.permutation(len(by))]
+        else:
+            items += [one_pass[i] for i in rng.permutation(len(one_pass))]
     if max_trials is not None:
         items = items[:max_trials]
     # 3. onsets: SOA + jitter, breaks

@@ -20,6 +20,8 @@ def design_options(func: Callable[..., Any]) -> Callable[..., Any]:
                   show_default=True, help="Test images per class (held out by calibration).")
     @click.option("--test-repeats", type=click.IntRange(min=1), default=4, show_default=True,
                   help="How often each test image is shown.")
+    @click.option("--passes", "n_passes", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Passes over the image set, each in its own random order.")
     @click.option("--break-every", type=click.IntRange(min=0), default=150, show_default=True,
                   help="Trials between breaks (0: none).")
     @click.option("--break", "break_s", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
@@ -33,10 +35,10 @@ def design_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--design-seed", type=int, default=0, show_default=True,
                   help="Seed of the order, the test images and the jitter.")
     @functools.wraps(func)
-    def wrapper(*args: Any, soa_s, jitter_s, n_test_per_class, test_repeats, break_every, break_s, order,
+    def wrapper(*args: Any, soa_s, jitter_s, n_test_per_class, test_repeats, n_passes, break_every, break_s, order,
                 max_trials, max_minutes, design_seed, **kwargs: Any):
         design = dict(soa_s=soa_s, jitter_s=jitter_s, n_test_per_class=n_test_per_class,
-                      test_repeats=test_repeats, break_every=break_every, break_s=break_s, order=order,
+                      test_repeats=test_repeats, n_passes=n_passes, break_every=break_every, break_s=break_s, order=order,
                       max_trials=max_trials, max_duration_s=60.0 * max_minutes, seed=design_seed)
         return func(*args, design=design, **kwargs)
 
