@@ -345,7 +345,9 @@ def calibrate(
     out_dir : path
         NEW; must not exist or be empty.
     budget_s : float
-        Wall-clock budget of the whole adaptation, split evenly between ``methods``.
+        Wall-clock budget of the whole calibration (reading, adapting, writing); what
+        is left after reading the session, less a reserve (10 %, at most 30 s) for
+        the final evaluation and writing, is split evenly between ``methods``.
     max_steps : int
         At most this many optimizer steps per method.
     methods : subset of ("subject_layer", "heads")
@@ -405,7 +407,8 @@ def calibrate(
     scores = {"none": _evaluate(models, *val, class_pooled)}
     logger.info("before: test top-1 %.3f, SSIM %.3f (%d test trials)", before["top1"], before["ssim"], len(test_idx))
     # 4. each method on its share of the budget
-    share = max(1.0, budget_s - (time.monotonic() - t_start)) / len(methods)
+    # what is left of the budget, less a reserve for the final evaluation and writing NEW
+    share = max(1.0, budget_s - min(30.0, 0.1 * budget_s) - (time.monotonic() - t_start)) / len(methods)
     tried: dict[str, dict] = {}
     candidates: dict[str, _Models] = {}
     for method in methods:
