@@ -197,8 +197,13 @@ class _Run:
 
     # 1. scheduling -------------------------------------------------------------
     def start(self) -> None:
+        from PyQt6 import QtCore
+
         self.t_start = self.clock() + self.opts.lead_in_s
-        self._arm(self.t_start + self.trials[0].onset_s, self._onset) if self.trials else self.loop.quit()
+        if self.trials:
+            self._arm(self.t_start + self.trials[0].onset_s, self._onset)
+        else:  # nothing to show: leave the loop once it runs
+            QtCore.QTimer.singleShot(0, self.loop.quit)
 
     def _arm(self, when: float, slot: Any) -> None:
         from PyQt6 import QtCore
@@ -347,6 +352,7 @@ def run_presenter(
         app.lastWindowClosed.connect(run.abort)
         run.start()
         loop.exec()
+        app.lastWindowClosed.disconnect(run.abort)
         view.close()
         if run.aborted:
             logger.warning("presentation stopped after %d of %d trials", len(records), len(trials))
