@@ -13,7 +13,7 @@ from helpers.bundles import write_twin_bundle
 from helpers.lsl import unique_name
 from helpers.twin import make_tiny_twin
 
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
+pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def twin(tmp_path_factory) -> Path:
     return make_tiny_twin(tmp_path_factory.mktemp("twin"))
 
 
+@pytest.mark.slow
 def test_present_subject_record_calibrate_run(qapp, twin, lsl_loopback, tmp_path) -> None:
     from neuroimagen.gui.present import PresenterOptions, run_presenter
     from neuroimagen.realtime.cli import main
@@ -82,3 +83,27 @@ def test_present_subject_record_calibrate_run(qapp, twin, lsl_loopback, tmp_path
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in (tmp_path / "run" / "topk.jsonl").read_text().splitlines()]
     assert lines and all(x["marker"]["image"] in shown for x in lines)
+
+
+def test_present_refuses_classes_the_bundle_cannot_score(twin, tmp_path) -> None:
+    from helpers.bundles import write_tiny_bundle
+
+    from neuroimagen.realtime.cli import main
+
+    other = write_tiny_bundle(tmp_path / "other", class_names=["cat", "dog"])
+    result = CliRunner().invoke(main, ["present", "--twin", str(twin), "--out", str(tmp_path / "s"), "--no-record",
+                                       "--bundle", str(other)])
+    assert result.exit_code == 1 and "has no targets for 4 class(es) shown: n90000000 (solid circle)" in result.output
+    assert not (tmp_path / "s").exists()
+    result = CliRunner().invoke(main, ["stream", "simulate", "--twin-subject", "3"])
+    assert result.exit_code == 2 and "--twin-subject SEED and --twin DIR go together" in result.output
+
+
+def test_timing_summary_is_flip_minus_intended_and_push_minus_flip() -> None:
+    from neuroimagen.gui.present import timing_summary
+
+    trials = [{"intended_ts": 10.0 + k, "flip_ts": 10.0 + k + 0.001 * k, "push_ts": 10.0 + k + 0.001 * k + 0.0002}
+              for k in range(101)]
+    t = timing_summary(trials + [{"intended_ts": 0.0}])
+    assert t["n_shown"] == 101 and t["onset_error_ms_p50"] == pytest.approx(50.0)
+    assert t["onset_error_ms_p99"] == pytest.approx(99.0) and t["flip_to_push_ms_p50"] == pytest.approx(0.2)
