@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CalibrationError", "SessionWindows", "calibrate", "class_map", "session_windows"]
+__all__ = ["CalibrationError", "SessionWindows", "calibrate", "class_map", "evaluate_on_twin", "new_subject_bench", "session_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -498,3 +498,80 @@ def _write_new(base, models: _Models, changed: bool, out_dir: str | Path, report
         scheduler=scheduler, generator=man.generator, metrics=metrics,
     )
     load_bundle(out_dir)  # verify what was written
+
+
+def evaluate_on_twin(bundle_dir: str | Path, twin_dir: str | Path, parts: Sequence[str] = ("val", "test")) -> dict:
+    """A bundle on its own training subjects: class top-1 and saliency SSIM on the twin's held-out images.
+
+    The same figures as calibration's (:func:`_evaluate`), on the twin's EEG-ImageNet
+    windows of the ``parts`` of split 0 (images never trained on, of the subjects trained on).
+    """
+    from neuroimagen.training.models.bundle import load_bundle
+
+    from .data import load_images, load_trials
+
+    b = load_bundle(bundle_dir)
+    models = _load_models(b)
+    trials = load_trials(twin_dir, tuple(parts))
+    img = load_images(twin_dir, trials.images, int(models.saliency.config.image_size))[trials.image_index]
+    out = _evaluate(models, trials.x, trials.label, img, b.data("class_embeddings")["pooled"].float())
+    return {**out, "n_trials": len(trials), "parts": list(parts)}
+
+
+def new_subject_bench(
+    twin_dir: str | Path,
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    subject_seed: int = 1000,
+    minutes: float = 15.0,
+    n_passes: int = 6,
+    budget_s: float = 600.0,
+    variation: str = "wide",
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Issue 13's quality figure: how much of the gap to its own subjects calibration recovers.
+
+    1. BASE on its own training subjects (:func:`evaluate_on_twin`);
+    2. a session of a new twin subject (``subject_seed``, never one of the twin's)
+       watching the presenter's default schedule for ``minutes``, made offline by the
+       live simulator's code path (:func:`~neuroimagen.training.data.twin.subject.simulate_session`);
+    3. :func:`calibrate` on it within ``budget_s``: before (BASE on the new subject)
+       and after, on the session's held-out test images.
+
+    Returns
+    -------
+    dict
+        ``own``, ``before``, ``after`` (top1, ssim), ``recovered`` (fraction of the
+        gap, per metric: (after - before) / (own - before)), ``n_trials``,
+        ``calibration_s``, the calibration report.
+    """
+    import os
+
+    from neuroimagen.stream.design import load_stimuli, make_schedule
+    from neuroimagen.training.data.twin.subject import TwinSubjectSource, simulate_session
+
+    say = progress or (lambda msg: None)
+    out = Path(out_dir)
+    say("BASE on its own subjects")
+    own = evaluate_on_twin(bundle_dir, twin_dir)
+    say(f"a {minutes:g}-minute session of new subject {subject_seed}")
+    trials = make_schedule(load_stimuli(Path(twin_dir) / "images"), n_passes=n_passes,
+                           max_duration_s=60.0 * minutes)
+    simulate_session(out / "session", TwinSubjectSource(twin_dir, subject_seed, variation), trials)
+    report = calibrate(out / "session", bundle_dir, out / "calibrated", budget_s=budget_s, progress=say)
+    before, after = report["before"], report["after"]
+
+    def recovered(k: str) -> float:
+        gap = own[k] - before[k]
+        return float((after[k] - before[k]) / gap) if abs(gap) > 1e-9 else float("nan")
+
+    return {
+        "own": own, "before": before, "after": after,
+        "recovered": {k: recovered(k) for k in ("top1", "ssim")},
+        "n_trials": report["n_trials"], "n_test_trials": report["n_test"],
+        "minutes_of_stimuli": report["minutes_of_stimuli"], "calibration_s": report["calibration_s"],
+        "kept": report["kept"], "subject_seed": subject_seed, "variation": variation,
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "calibration": report,
+    }
