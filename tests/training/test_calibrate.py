@@ -95,3 +95,19 @@ def test_classes_without_targets_are_refused_by_name(session, twin, tmp_path) ->
     with pytest.raises(CalibrationError, match="no targets for 4 class"):
         calibrate(session, other, tmp_path / "new", budget_s=5.0, max_steps=1)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_twin_recording_as_a_session_holds_out_a_fifth_of_its_images(twin, base, tmp_path) -> None:
+    import shutil
+
+    from neuroimagen.stream.design import write_session
+
+    sess = tmp_path / "replayed"
+    sess.mkdir()
+    shutil.copy(twin / "recordings" / "sub-01_ses-01_raw.fif", sess / "eeg_raw.fif")
+    write_session(sess, {"eeg_file": "eeg_raw.fif", "stimuli": str(twin / "images")})  # no class names in markers
+    sw, _ = session_windows(sess, load_bundle(base))
+    stim = json.loads((twin / "stimuli.json").read_text())
+    assert len(sw.labels) == 40 and sw.labels.tolist() == [stim[im]["label"] for im in sw.images]
+    held = {im for im, t in zip(sw.images, sw.test, strict=True) if t}
+    assert len(held) == 8 and sw.test.tolist() == [im in held for im in sw.images]

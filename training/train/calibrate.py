@@ -146,7 +146,16 @@ def session_windows(session_dir: str | Path, bundle) -> tuple[SessionWindows, di
     # 3. labels (refusing classes BASE cannot score) and the held-out part
     payloads = [w.meta for w in windows]
     classes = sorted({str(p.get("class", p.get("label"))) for p in payloads})
-    names = {str(p.get("class", p.get("label"))): str(p.get("class_name", p.get("class"))) for p in payloads}
+    # readable names: the markers', else the session's stimulus set's (class_names.yaml), else the id
+    known = dict(zip(meta.get("classes", []), meta.get("class_names", []), strict=False))
+    if not known and meta.get("stimuli") and Path(meta["stimuli"]).is_dir():
+        from neuroimagen.stream.design import load_stimuli
+
+        st = load_stimuli(meta["stimuli"])
+        known = dict(zip(st.classes, st.class_names, strict=True))
+    names = {str(p.get("class", p.get("label"))): str(p.get("class_name", known.get(str(p.get("class")),
+                                                                                   p.get("class"))))
+             for p in payloads}
     cmap = class_map(classes, [names[c] for c in classes], man)
     labels = np.array([cmap[str(p.get("class", p.get("label")))] for p in payloads], dtype=np.int64)
     images = [str(p["image"]) for p in payloads]
@@ -173,6 +182,10 @@ def _stimulus_images(meta: dict, stems: Sequence[str], size: int) -> torch.Tenso
     from neuroimagen.training.eval.images import load_image
 
     paths = {t["stem"]: t["path"] for t in meta.get("trials", []) if "stem" in t and "path" in t}
+    if any(s not in paths for s in stems) and meta.get("stimuli") and Path(meta["stimuli"]).is_dir():
+        from neuroimagen.stream.design import load_stimuli
+
+        paths.update({k: str(v.path) for k, v in load_stimuli(meta["stimuli"]).by_stem().items() if k not in paths})
     missing = sorted({s for s in stems if s not in paths})
     if missing:
         raise CalibrationError(f"session.json names no image file for {missing[:5]}")
