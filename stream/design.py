@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -195,6 +196,7 @@ def make_schedule(
     n_test_per_class: int = 1,
     test_repeats: int = 4,
     n_passes: int = 1,
+    test_stems: Collection[str] | None = None,
     break_every: int = 150,
     break_s: float = 10.0,
     order: Literal["rapid", "block"] = "rapid",
@@ -213,6 +215,9 @@ def make_schedule(
         Test images per class (0: none) and how often each is shown per pass.
     n_passes : int
         Passes over the set (each its own random order).
+    test_stems : collection of str | None
+        These images are the test images (``n_test_per_class`` is then ignored), e.g.
+        a dataset's test split, so the held-out images are the ones no model trained on.
     break_every, break_s : trials between breaks (0: none) and break length, seconds
     order : "rapid" (random order; default) or "block" (one class per block; warns)
     max_trials, max_duration_s : cut the schedule (None: all)
@@ -234,8 +239,11 @@ def make_schedule(
     items: list[tuple[Stimulus, bool]] = []
     for label in range(len(stimuli.classes)):
         members = [s for s in stimuli.stimuli if s.label == label]
-        n_test = min(n_test_per_class, max(0, len(members) - 1))
-        test = set(rng.choice(len(members), size=n_test, replace=False).tolist()) if n_test else set()
+        if test_stems is not None:
+            test = {k for k, s in enumerate(members) if s.stem in test_stems}
+        else:
+            n_test = min(n_test_per_class, max(0, len(members) - 1))
+            test = set(rng.choice(len(members), size=n_test, replace=False).tolist()) if n_test else set()
         for k, s in enumerate(members):
             items += [(s, True)] * test_repeats if k in test else [(s, False)]
     # 2. order, pass by pass

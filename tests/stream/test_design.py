@@ -76,3 +76,10 @@ def test_block_design_groups_classes_and_warns(tmp_path: Path, caplog) -> None:
     assert "confounded with time" in caplog.text
     labels = [t.stimulus.label for t in trials]
     assert sum(a != b for a, b in zip(labels, labels[1:], strict=False)) == 2
+
+
+def test_given_test_images_are_the_repeated_ones(tmp_path: Path) -> None:
+    s = load_stimuli(_folder(tmp_path / "images"))
+    trials = make_schedule(s, test_stems={"c0_3", "c2_0"}, test_repeats=2, n_test_per_class=1)
+    counts = Counter(t.stimulus.stem for t in trials if t.test)
+    assert counts == {"c0_3": 2, "c2_0": 2} and len(trials) == 13 + 4

@@ -528,7 +528,7 @@ def evaluate_on_twin(bundle_dir: str | Path, twin_dir: str | Path, parts: Sequen
     trials = load_trials(twin_dir, tuple(parts))
     img = load_images(twin_dir, trials.images, int(models.saliency.config.image_size))[trials.image_index]
     out = _evaluate(models, trials.x, trials.label, img, b.data("class_embeddings")["pooled"].float())
-    return {**out, "n_trials": len(trials), "parts": list(parts)}
+    return {**out, "n_trials": len(trials), "parts": list(parts), "images": list(trials.images)}
 
 
 def new_subject_bench(
@@ -545,10 +545,11 @@ def new_subject_bench(
 ) -> dict:
     """Issue 13's quality figure: how much of the gap to its own subjects calibration recovers.
 
-    1. BASE on its own training subjects (:func:`evaluate_on_twin`);
+    1. BASE on its own training subjects (:func:`evaluate_on_twin`, the twin's test split);
     2. a session of a new twin subject (``subject_seed``, never one of the twin's)
        watching the presenter's default schedule for ``minutes``, made offline by the
-       live simulator's code path (:func:`~neuroimagen.training.data.twin.subject.simulate_session`);
+       live simulator's code path (:func:`~neuroimagen.training.data.twin.subject.simulate_session`),
+       whose test images (shown repeatedly, held out by calibration) are the twin's test split;
     3. :func:`calibrate` on it within ``budget_s``: before (BASE on the new subject)
        and after, on the session's held-out test images.
 
@@ -567,10 +568,11 @@ def new_subject_bench(
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     say("BASE on its own subjects")
-    own = evaluate_on_twin(bundle_dir, twin_dir)
+    own = evaluate_on_twin(bundle_dir, twin_dir, parts=("test",))
     say(f"a {minutes:g}-minute session of new subject {subject_seed}")
+    # the session's test images are the twin's test split: the same images as `own`, never trained on
     trials = make_schedule(load_stimuli(Path(twin_dir) / "images"), n_passes=n_passes,
-                           max_duration_s=60.0 * minutes)
+                           test_stems=set(own["images"]), max_duration_s=60.0 * minutes)
     simulate_session(out / "session", TwinSubjectSource(twin_dir, subject_seed, variation), trials)
     report = calibrate(out / "session", bundle_dir, out / "calibrated", budget_s=budget_s, progress=say)
     before, after = report["before"], report["after"]
