@@ -84,6 +84,9 @@ class PresenterOptions:
         Grey level (0-255) of the screen.
     lead_in_s : float
         Fixation before the first onset (the recorder and every consumer settle).
+    tail_s : float
+        EEG recorded after the last onset before the recorder stops (the last response
+        and its window); waited for up to ``tail_s + 10`` s (a headset's delay, a busy machine).
     photodiode_px : int
         Side of the photodiode patch (0: none).
     photodiode_corner : "bottom-left" | "bottom-right" | "top-left" | "top-right"
@@ -95,6 +98,7 @@ class PresenterOptions:
     fullscreen: bool = False
     background: int = 128
     lead_in_s: float = 2.0
+    tail_s: float = 1.0
     photodiode_px: int = 0
     photodiode_corner: Literal["bottom-left", "bottom-right", "top-left", "top-right"] = "bottom-left"
 
@@ -261,6 +265,20 @@ class _Run:
         self.loop.quit()
 
 
+def _wait_for_tail(recorder: Any, name: str, until_ts: float, timeout_s: float) -> None:
+    """Let the recorder get the EEG up to ``until_ts`` (the last response), at most ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and recorder.running:
+        last = recorder.last_timestamps.get(name)
+        if last is not None and last >= until_ts:
+            return
+        time.sleep(0.02)
+    logger.warning("the EEG stream %r did not reach %.1f s after the last onset within %.0f s; "
+                   "stopping the recording anyway", name, timeout_s - 10.0, timeout_s)
+
+
 def run_presenter(
     trials: Sequence[Trial],
     out_dir: str | Path,
@@ -359,11 +377,8 @@ def run_presenter(
     finally:
         # 3. stop the recorder (finalizes the FIF), then the session file with the times
         if recorder is not None:
-            if recorder.running:
-                # the last responses end 0.5 s after the last onset: let their samples arrive
-                import time
-
-                time.sleep(min(1.0, 0.6 + opts.stimulus_s))
+            if recorder.running and records:
+                _wait_for_tail(recorder, eeg_stream, records[-1]["flip_ts"] + opts.tail_s, opts.tail_s + 10.0)
             written = recorder.stop()
             meta["recorded"] = {k: str(v) for k, v in written.items()}
             meta["n_samples"] = recorder.n_samples

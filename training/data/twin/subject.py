@@ -208,10 +208,15 @@ class _MarkerListener(Worker):
         while not self.stopping and self._inlet is None:
             found = pylsl.resolve_byprop("name", self.name, 1, self.retry_s)
             if found:
-                inlet = pylsl.StreamInlet(found[0], processing_flags=pylsl.proc_clocksync)
+                import socket
+
+                # one host, one clock: a clock-offset estimate (tens of us of noise) would only move
+                # markers by a sample now and then; another host's markers need it
+                remote = found[0].hostname() != socket.gethostname()
+                inlet = pylsl.StreamInlet(found[0], processing_flags=pylsl.proc_clocksync if remote else pylsl.proc_none)
                 inlet.open_stream(5.0)
-                # the first clock-offset estimate blocks; take it now, not on the first marker
-                inlet.time_correction(5.0)
+                if remote:  # the first clock-offset estimate blocks; take it now, not on the first marker
+                    inlet.time_correction(5.0)
                 self._inlet, self.connected = inlet, True
                 logger.info("listening to marker stream %r", self.name)
         while not self.stopping:
