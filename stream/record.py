@@ -202,6 +202,11 @@ class Recorder(Worker):
     def n_samples(self) -> dict[str, int]:
         return {s.header["name"]: s.n_samples for s in self._streams}
 
+    @property
+    def last_timestamps(self) -> dict[str, float | None]:
+        """Each stream's newest recorded timestamp (its source clock), None before the first sample."""
+        return {s.header["name"]: s.last_ts for s in self._streams}
+
     def stats(self) -> dict[str, Any]:
         """Samples per stream, gaps (samples and seconds) and reconnects so far."""
         return {

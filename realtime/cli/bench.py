@@ -293,3 +293,43 @@ def print_gui_bench(result: dict) -> None:
                   "<= 1.10", f(r["p99_gui_over_headless"], ".2f"))
     table.add_row("meets goals", str(result["meets_goals"]), "", "")
     Console().print(table)
+
+
+@bench.command("calibrate")
+@click.option("--twin", "twin_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The twin BASE was trained on.")
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="BASE (only read).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the session and the calibrated bundle (created).")
+@click.option("--subject", "subject_seed", type=int, default=1000, show_default=True, help="New subject's seed.")
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@click.option("--passes", "n_passes", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--budget", "budget_s", type=click.FloatRange(min=1.0), default=600.0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@common_options
+def calibrate_bench(twin_dir, bundle_dir, out_dir, subject_seed, minutes, n_passes, budget_s, json_path,
+                    cfg_data) -> None:
+    """A new twin subject: BASE on its own subjects, on the new one before and after calibration."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from neuroimagen.training.train.calibrate import new_subject_bench
+
+    r = new_subject_bench(twin_dir, bundle_dir, out_dir, subject_seed=subject_seed, minutes=minutes,
+                          n_passes=n_passes, budget_s=budget_s)
+    if json_path is not None:
+        json_path.write_text(json.dumps(r, indent=1))
+    table = Table(title=f"neuroimagen bench calibrate (subject {subject_seed}, {r['n_trials']} trials, "
+                        f"{r['minutes_of_stimuli']:.1f} min; one run)")
+    for col in ("figure", "own subjects", "new: before", "new: after", "gap recovered", "goal"):
+        table.add_column(col)
+    for k, label in (("top1", "class top-1 (held-out images)"), ("ssim", "saliency SSIM")):
+        table.add_row(label, f"{r['own'][k]:.3f}", f"{r['before'][k]:.3f}", f"{r['after'][k]:.3f}",
+                      "no gap" if r["recovered"][k] != r["recovered"][k] else f"{r['recovered'][k]:.2f}", ">= 0.50")
+    table.add_row("calibration time (s)", "", "", f"{r['calibration_s']:.0f}", "", "<= 600 (2 CPU cores)")
+    table.add_row("kept / test trials", "", "", f"{r['kept']} / {r['n_test_trials']}", "", "")
+    table.add_row("CPUs / load average", f"{r['cpu_count']} / {r['loadavg_1_5_15']}", "", "", "", "")
+    Console().print(table)
