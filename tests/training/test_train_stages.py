@@ -181,3 +181,15 @@ def test_saliency_features_path_fits_its_own_encoder_in_closed_form(twin, tmp_pa
         _run("saliency", twin, tmp_path / "bad", params=params, encoder=res["models"]["pixel_encoder"])
     with pytest.raises(ValueError, match="linear_head"):
         _run("saliency", twin, tmp_path / "bad2", params=params[1:])
+
+
+def test_mae_interpolation_baseline_draws_lines_across_masked_spans():
+    from neuroimagen.training.train.stages import interpolate_masked
+
+    x = torch.stack([torch.arange(8.0), 10 - 2 * torch.arange(8.0)])[None]  # two linear channels
+    visible = torch.tensor([[False, True, False, False, True, True, False, False]])
+    out = interpolate_masked(x, visible)
+    # between visible samples a line is reproduced exactly; beyond the last/first it is held flat
+    torch.testing.assert_close(out[0, :, 1:6], x[0, :, 1:6])
+    torch.testing.assert_close(out[0, :, 0], x[0, :, 1])
+    torch.testing.assert_close(out[0, :, 6:], x[0, :, 5:6].expand(2, 2))

@@ -144,26 +144,50 @@ class MAEStage(_Base):
         return {"mae": save_model(self._unwrap(self.model), folder / "mae")}
 
 
+def interpolate_masked(eeg: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation in time of each channel across the masked samples.
+
+    eeg (B, C, T); visible (B, T) bool -> (B, C, T): visible samples kept, masked ones the straight
+    line between the nearest visible samples before and after (held flat at the window's ends).
+    """
+    b, c, t = eeg.shape
+    idx = torch.arange(t, device=eeg.device).expand(b, t)
+    prev = torch.where(visible, idx, torch.full_like(idx, -1)).cummax(dim=1).values
+    nxt = torch.where(visible, idx, torch.full_like(idx, t)).flip(1).cummin(dim=1).values.flip(1)
+    prev, nxt = torch.where(prev < 0, nxt, prev), torch.where(nxt >= t, prev, nxt)
+    w = ((idx - prev) / (nxt - prev).clamp_min(1)).to(eeg.dtype)[:, None]
+    gather = lambda i: eeg.gather(2, i[:, None].expand(b, c, t))  # noqa: E731
+    return gather(prev) * (1 - w) + gather(nxt) * w
+
+
 @torch.no_grad()
 def mae_heldout_loss(model, x: torch.Tensor, mean_window: torch.Tensor, device, seed: int = 1234) -> dict:
-    """Masked-patch MSE of the model and of the mean predictor, on the same seeded masks.
+    """Masked-patch MSE of the model and of two baselines, on the same seeded masks.
 
-    The mean predictor outputs the training set's mean window for every masked patch.
+    The mean predictor outputs the training set's mean window for every masked patch; the
+    interpolation predictor adds to it the linear interpolation in time of each channel's
+    residual (window - mean) from the visible samples around each masked span.
     """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    tot_m = tot_b = n = 0.0
-    mean_p = model.patchify(mean_window[None].to(device))
+    tot_m = tot_b = tot_i = n = 0.0
+    mean_w = mean_window[None].to(device)
+    mean_p = model.patchify(mean_w)
+    p = model.config.patch_size
     for s in iter_minibatches(len(x), EVAL_BATCH):
         eeg = x[s].to(device)
         out = model(eeg, generator=gen)
         target = model.patchify(eeg)
         base = ((mean_p - target) ** 2).mean(-1)
+        visible = (out.mask == 0).repeat_interleave(p, dim=1)
+        interp = model.patchify(mean_w + interpolate_masked(eeg - mean_w, visible))
         k = out.mask.sum()
         tot_m += float(out.loss) * float(k)
         tot_b += float((base * out.mask).sum())
+        tot_i += float((((interp - target) ** 2).mean(-1) * out.mask).sum())
         n += float(k)
-    return {"masked_mse": tot_m / n, "mean_predictor_mse": tot_b / n, "ratio": tot_m / tot_b}
+    return {"masked_mse": tot_m / n, "mean_predictor_mse": tot_b / n, "ratio": tot_m / tot_b,
+            "interp_predictor_mse": tot_i / n, "ratio_to_interp": tot_m / tot_i}
 
 
 # --------------------------------------------------------------------------- contrastive
