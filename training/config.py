@@ -216,6 +216,26 @@ class SaliencyGeneratorConfig(FrozenConfig):
     noise_dim: int = Field(0, ge=0)
     base_channels: int = Field(256, gt=0)
     image_size: int = Field(64, ge=8)
+    linear_head: bool = Field(False, description="a linear features -> image path (set in closed form "
+                              "with `features:`), the convolutional path a residual starting at zero")
+
+
+class SaliencyFeaturesConfig(FrozenConfig):
+    """The closed-form pixel path (``features:`` set): no --encoder needed.
+
+    A :class:`~neuroimagen.training.models.pixel.FeaturePixelEncoder` is fitted by ridge regression of
+    the linear decoder's features on the principal-component coefficients of the training images, and
+    the generator's linear head decodes them (``generator.linear_head`` must be true); the GAN then
+    trains the convolutional residual, and the better of the two on the val images (SSIM + PCC +
+    hemifield accuracy) is kept.
+    """
+
+    bin_samples: int = Field(20, gt=0)
+    log_variance: bool = True
+    n_components: int = Field(32, gt=0, description="principal components of the training images")
+    ridge_alphas: list[float] = Field([3.0e4, 1.0e5, 3.0e5], min_length=1,
+                                      description="ridge penalties tried; the val images pick one "
+                                      "(SSIM + PCC + hemifield accuracy)")
 
 
 class SaliencyDiscriminatorConfig(FrozenConfig):
@@ -242,6 +262,10 @@ class SaliencyStageConfig(FrozenConfig):
     generator: SaliencyGeneratorConfig = SaliencyGeneratorConfig()
     discriminator: SaliencyDiscriminatorConfig = SaliencyDiscriminatorConfig()
     loss: SaliencyLossConfig = SaliencyLossConfig()
+    features: SaliencyFeaturesConfig | None = Field(
+        None, description="set: fit the pixel encoder in closed form here (FeaturePixelEncoder) instead of "
+        "loading a trained one with --encoder"
+    )
 
 
 class SemanticModelConfig(FrozenConfig):
@@ -257,6 +281,27 @@ class SemanticModelConfig(FrozenConfig):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class SemanticFeaturesConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.semantic.FeatureSemanticExtractor` (used when ``features`` is set).
+
+    The linear decoder's features through a ridge class code fitted in closed form, then
+    fine-tuned by gradient; the better of the two on the val images is kept.
+    """
+
+    bin_samples: int = Field(20, gt=0, description="samples per time bin of the evoked time course")
+    channels: Literal["posterior", "all"] = Field(
+        "all", description="binned channels: posterior (the data baseline's) or all"
+    )
+    log_variance: bool = Field(True, description="append every channel's log-variance (band power)")
+    ridge_alphas: list[float] = Field(
+        [1.0e2, 3.0e2, 1.0e3, 3.0e3, 1.0e4, 3.0e4], min_length=1,
+        description="ridge penalties tried in closed form; the val images pick one",
+    )
+    hidden_dim: int = Field(0, ge=0, description="residual MLP width (0: linear)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    token_rank: int = Field(16, gt=0, description="rank of the token head (<= n_classes)")
+
+
 class FMRISemanticModelConfig(FrozenConfig):
     hidden_dim: int = Field(1024, gt=0)
     n_layers: int = Field(2, ge=1)
@@ -270,6 +315,10 @@ class SemanticLossConfig(FrozenConfig):
         1.0, ge=0, description="CLIP-style InfoNCE of pooled vs the class embeddings (DreamDiffusion)"
     )
     temperature: float = Field(0.05, gt=0)
+    pooled_l2_weight: float = Field(
+        1.0, ge=0, description="share of the squared L2 on pooled (0: pooled is trained by the contrastive "
+        "term only, as the features front end's dual-basis pooled head needs)"
+    )
     shuffle_labels: bool = Field(False, description="control: train on permuted labels (must stay at chance)")
 
 
@@ -280,6 +329,10 @@ class SemanticStageConfig(FrozenConfig):
     trainer: TrainerConfig = TrainerConfig()
     data: StageDataConfig = StageDataConfig()
     model: SemanticModelConfig = SemanticModelConfig()
+    features: SemanticFeaturesConfig | None = Field(
+        None, description="set: the features front end (FeatureSemanticExtractor) instead of `model` "
+        "(SemanticExtractor, DreamDiffusion's transformer encoder)"
+    )
     fmri: FMRISemanticModelConfig = FMRISemanticModelConfig()
     loss: SemanticLossConfig = SemanticLossConfig()
     width: int | None = Field(

@@ -11,9 +11,10 @@ from neuroimagen.training import config as tc
 from neuroimagen.training.models.format import ModelFormatError, load_model, save_model
 from neuroimagen.training.models.mae import MaskedEEGAutoencoder
 from neuroimagen.training.models.nice import NICEEncoder
-from neuroimagen.training.models.pixel import FMRIPixelEncoder, PixelEncoder
+from neuroimagen.training.models.pixel import FeaturePixelEncoder, FMRIPixelEncoder, PixelEncoder
 from neuroimagen.training.models.saliency import SaliencyDiscriminator, SaliencyGenerator
 from neuroimagen.training.models.semantic import (
+    FeatureSemanticExtractor,
     FMRISemanticExtractor,
     SemanticExtractor,
     class_scores,
@@ -145,3 +146,85 @@ def test_preset_model_sections_mirror_the_constructors(section, cls, from_data):
     assert set(section.model_fields) | from_data == set(ctor)
     for name, field in section.model_fields.items():
         assert field.default == ctor[name], name
+
+
+def _feature_fixture(n_per_class=30, k=4, n_ch=6, n_t=40, seed=0):
+    """Windows whose class is a per-class waveform on the channels, in noise; class embeddings."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(k).repeat_interleave(n_per_class)
+    templates = torch.randn(k, n_ch, n_t, generator=g)
+    x = 0.5 * templates[labels] + torch.randn(len(labels), n_ch, n_t, generator=g)
+    tokens = torch.randn(k, 3, 8, generator=g)
+    pooled = torch.nn.functional.normalize(tokens.mean(1) + 0.5, dim=-1)  # correlated, like the twin's
+    return x, labels, tokens, pooled
+
+
+def test_feature_semantic_extractor_closed_form_is_the_ridge_classifier():
+    """The code is sklearn's ridge on one-hot labels; cosine scores rank as the code; tokens = code @ T."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    x, labels, tokens, pooled = _feature_fixture()
+    k = len(pooled)
+    model = FeatureSemanticExtractor(n_channels=6, n_times=40, bin_samples=5, n_classes=k, n_tokens=3,
+                                     width=8, token_rank=k - 1).eval()
+    model.fit_closed_form(x, labels, tokens, pooled, alpha=10.0)
+    # 1. the code: the reference ridge (scikit-learn) on the standardised features
+    f = model.features(x).double().numpy()
+    fs = (f - f.mean(0)) / f.std(0)
+    ref = Ridge(alpha=10.0).fit(fs, np.eye(k)[labels.numpy()]).predict(fs)
+    with torch.no_grad():
+        code = model.class_code(x)
+        out_tokens, out_pooled = model(x)
+    np.testing.assert_allclose(code.numpy(), ref, atol=2e-4)
+    # 2. cosine class scores rank the classes exactly as the code (the dual-basis pooled head)
+    np.testing.assert_allclose((out_pooled @ pooled.T).numpy(), code.numpy(), atol=2e-4)
+    assert torch.equal(class_scores(out_pooled, pooled).argmax(1), code.argmax(1))
+    assert (code.argmax(1) == labels).float().mean() > 0.9  # the fixture is decodable
+    # 3. tokens: the code mixes the class tokens (rank k - 1 is exact)
+    torch.testing.assert_close(out_tokens, torch.einsum("bk,knw->bnw", code, tokens), atol=2e-4, rtol=1e-4)
+
+
+def test_feature_semantic_extractor_round_trips_and_refuses_bad_input(tmp_path):
+    x, labels, tokens, pooled = _feature_fixture()
+    model = FeatureSemanticExtractor(n_channels=6, n_times=40, bin_samples=5, channels=[0, 2, 4], n_classes=4,
+                                     n_tokens=3, width=8, token_rank=2, hidden_dim=5).eval()
+    model.fit_closed_form(x, labels, tokens, pooled, alpha=1.0)
+    save_model(model, tmp_path / "m")
+    back = load_model(FeatureSemanticExtractor, tmp_path / "m")
+    for a, b in zip(model(x[:5]), back(x[:5]), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ModelFormatError, match="not a SemanticExtractor"):
+        load_model(SemanticExtractor, tmp_path / "m")
+    with pytest.raises(ValueError, match=r"expected windows \(B, 6, 40\)"):
+        model(x[:, :5])
+    with pytest.raises(ValueError, match="class embeddings must be"):
+        model.fit_closed_form(x, labels, tokens[:3], pooled, alpha=1.0)
+    with pytest.raises(ValueError, match="token_rank"):
+        FeatureSemanticExtractor(n_classes=4, token_rank=5)
+
+
+def test_feature_pixel_encoder_and_linear_head_generator_decode_in_closed_form():
+    """Encoder = sklearn's ridge on the features; the linear-head generator starts as mean + code @ basis."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    x, labels, _, _ = _feature_fixture()
+    targets = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))[labels]
+    enc = FeaturePixelEncoder(n_channels=6, n_times=40, bin_samples=5, feature_dim=3).eval()
+    enc.fit_closed_form(x, targets, alpha=5.0)
+    f = enc.features(x).double().numpy()
+    ref = Ridge(alpha=5.0).fit((f - f.mean(0)) / f.std(0), targets.numpy()).predict((f - f.mean(0)) / f.std(0))
+    with torch.no_grad():
+        code = enc(x)
+    np.testing.assert_allclose(code.numpy(), ref, atol=2e-4)
+    gen = SaliencyGenerator(feature_dim=3, base_channels=16, image_size=16, linear_head=True).eval()
+    basis, mean = 0.1 * torch.randn(3, 3, 16, 16), torch.full((3, 16, 16), 0.5)
+    gen.set_linear_basis(basis, mean)
+    with torch.no_grad():
+        img = gen(code[:4])
+    torch.testing.assert_close(img, (mean + torch.einsum("bk,kchw->bchw", code[:4], basis)).clamp(0, 1))
+    with pytest.raises(ValueError, match="no linear head"):
+        SaliencyGenerator(feature_dim=3, base_channels=16, image_size=16).set_linear_basis(basis, mean)
+    with pytest.raises(ValueError, match="targets must be"):
+        enc.fit_closed_form(x, targets[:, :2], alpha=1.0)
