@@ -298,10 +298,13 @@ def build_generator(
     *,
     stages: tuple[str, ...] = ("autoencoder", "teacher", "student", "voting"),
     progress: Callable[[str], None] | None = None,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, dict]:
     """Run the generator stages that are not done yet; returns each stage's ``done.json``.
 
     Trains on the twin's train-split images only (val and test images stay held out).
+    ``targets`` (tokens (K, n_tokens, width), pooled (K, width)) replaces the twin's full
+    77 x 768 class targets: pass the ones the semantic extractor was trained to predict.
     """
     cfg = cfg or GeneratorConfig()
     say = progress or (lambda msg: logger.info(msg))
@@ -309,6 +312,8 @@ def build_generator(
     work.mkdir(parents=True, exist_ok=True)
     (work / "generator_config.json").write_text(cfg.model_dump_json(indent=1))
     data = load_twin_images(twin_dir, cfg.image_size)
+    if targets is not None:
+        data["tokens"], data["pooled"] = targets[0].float(), targets[1].float()
     train = data["part"] == 0
     images, labels = data["images"][train], data["labels"][train]
     tokens = data["tokens"][labels]
@@ -359,6 +364,7 @@ def assemble_bundle(
     metrics: Mapping[str, float] | None = None,
     commands: tuple[str, ...] = (),
     name: str = "neuroimagen-demo",
+    class_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Any:
     """Write the bundle: extractor folders + the generator + the twin's stream contract and chain.
 
@@ -368,6 +374,8 @@ def assemble_bundle(
         ``pixel_encoder``, ``saliency``, ``semantic`` (the extractors issue's outputs), each
         in the one model format; copied in as members named by role.
     frame : FrameSettings fields overriding the defaults (strength, steps, image_size, ...)
+    class_embeddings : (tokens (K, n_tokens, width), pooled (K, width)), optional
+        The targets the semantic extractor predicts (default: the twin's 77 x 768 ones).
     """
     from neuroimagen.stream.config import PreprocessingConfig, WindowingConfig
     from neuroimagen.stream.preprocessing import NormStats
@@ -384,7 +392,9 @@ def assemble_bundle(
     meta = json.loads((twin / "twin.json").read_text())
     from safetensors.torch import load_file
 
-    targets = load_file(str(twin / meta["files"]["targets"]))
+    if class_embeddings is None:
+        targets = load_file(str(twin / meta["files"]["targets"]))
+        class_embeddings = (targets["class_embeddings"], targets["class_pooled"])
     members: dict[str, tuple[str, Any]] = {role: (role, Path(p)) for role, p in extractors.items()}
     members["unet"] = ("unet", gen / "student" / "unet")
     members["autoencoder"] = ("autoencoder", gen / "autoencoder" / "autoencoder")
@@ -392,9 +402,9 @@ def assemble_bundle(
     if (gen / "voting" / "image_encoder").is_dir():
         members["image_encoder"] = ("voting_image_encoder", gen / "voting" / "image_encoder")
     gcfg = GeneratorConfig.model_validate_json((gen / "generator_config.json").read_text())
-    settings = FrameSettings(unet="unet", autoencoder="autoencoder", projection="projection",
-                             num_inference_steps=2, strength=0.6, image_size=gcfg.image_size,
-                             **dict(frame or {}))
+    settings = FrameSettings(**{"unet": "unet", "autoencoder": "autoencoder", "projection": "projection",
+                                "num_inference_steps": 2, "strength": 0.6, "image_size": gcfg.image_size,
+                                **dict(frame or {})})
     windowing = WindowingConfig(mode="marker", n_times=meta["n_times"],
                                 marker_offset_samples=meta["marker_offset_samples"])
     return write_bundle(
@@ -408,7 +418,8 @@ def assemble_bundle(
         windowing=windowing,
         norm_stats=NormStats.from_dict(meta["norm_stats"]),
         members=members,
-        data={"class_embeddings": {"tokens": targets["class_embeddings"], "pooled": targets["class_pooled"]}},
+        data={"class_embeddings": {"tokens": class_embeddings[0].contiguous(),
+                                   "pooled": class_embeddings[1].contiguous()}},
         class_names=meta["class_names"],
         scheduler=load_scheduler(gen / "student" / "scheduler", subfolder=None),
         generator=settings,
