@@ -150,7 +150,6 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
     Check the result with `neuroimagen bundle verify OUT/bundle`.
     """
     import shlex
-    import sys
 
     from rich.console import Console
 
@@ -162,7 +161,10 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     console = Console()
-    command = "neuroimagen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    args = ["--preset", str(preset), "--out", str(out_dir)]
+    args += ["--twin", str(twin_dir)] if twin_dir is not None else []
+    args += [a for p in params for a in ("--param", p)]
+    command = "neuroimagen train bundle " + " ".join(shlex.quote(a) for a in args)
     try:
         result = build_bundle(cfg, out_dir, twin_dir=twin_dir, resume=resume, commands=(command,),
                               progress=lambda msg: console.print(msg, highlight=False))

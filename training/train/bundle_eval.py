@@ -74,7 +74,11 @@ def evaluate_bundle_parts(
 
     from neuroimagen.training.eval.report import grid_rows_from_report, make_grid, run_image_eval
     from neuroimagen.training.models.format import load_model
-    from neuroimagen.training.models.img2img import ConditioningProjection, Img2ImgFrame, load_scheduler
+    from neuroimagen.training.models.img2img import (
+        ConditioningProjection,
+        Img2ImgFrame,
+        load_scheduler,
+    )
     from neuroimagen.training.models.pixel import PixelEncoder
     from neuroimagen.training.models.saliency import SaliencyGenerator
     from neuroimagen.training.models.semantic import SemanticExtractor, class_scores
