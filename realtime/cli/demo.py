@@ -105,7 +105,17 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
         make_twin(root, TwinConfig(preset=twin.preset, seed=twin.seed))
     else:
         console.print(f"[bold]1/3[/] using the twin in {root}")
+    from neuroimagen.realtime.demo import twin_mismatches
+
+    problems = twin_mismatches(json.loads((root / "twin.json").read_text()), bundle.manifest)
+    if problems:
+        raise click.ClickException(f"the twin in {root} is not the one bundle {bundle.manifest.name!r} was "
+                                   "trained on: " + "; ".join(problems) + " (delete the folder to regenerate it)")
+    console.print(f"    twin matches the bundle's manifest (preset {twin.preset}, seed {twin.seed}, "
+                  f"version {twin.version}, normalisation statistics)")
     if bundle.manifest.simulated:
+        console.print(f"[bold yellow]Note: bundle {bundle.manifest.name!r} was trained on SIMULATED EEG (the "
+                      "synthetic twin); it does not decode real brains.[/]")
         log.warning("bundle %r was trained on SIMULATED EEG (the synthetic twin); it does not decode "
                     "real brains", bundle.manifest.name)
     # 2. the backend, warmed up by the engine; the true images for live scoring

@@ -138,9 +138,12 @@ def semantic() -> None:  # pragma: no cover
               help="Skip finished stages and continue unfinished ones from their checkpoints.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the result (bundle folder, seconds per stage, metrics) here.")
+@click.option("--only", type=click.Choice(["extractors", "generator"]), default=None,
+              help="Run just these stages and stop (run the other in a second process on the same --out; "
+                   "a last call without --only scores and assembles).")
 @common_options
 def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tuple[str, ...], resume: bool,
-                   json_path: Path | None, cfg_data: dict) -> None:
+                   json_path: Path | None, only: str | None, cfg_data: dict) -> None:
     """Train every part of a bundle on the synthetic twin and assemble it (staged, resumable).
 
     \b
@@ -167,9 +170,13 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
     command = "neuroimagen train bundle " + " ".join(shlex.quote(a) for a in args)
     try:
         result = build_bundle(cfg, out_dir, twin_dir=twin_dir, resume=resume, commands=(command,),
-                              progress=lambda msg: console.print(msg, highlight=False))
+                              progress=lambda msg: console.print(msg, highlight=False), only=only)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
+    if only is not None:
+        console.print(f"{only} stages done in {out_dir}: "
+                      + ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_s"].items()))
+        return
     console.print(f"bundle: {result['bundle']}")
     console.print("seconds per stage (this call): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in result["stage_s"].items()))

@@ -79,3 +79,12 @@ def test_unknown_preset_key_is_named(tmp_path):
                                        "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "strenght" in result.output
+
+
+@pytest.mark.slow
+def test_a_finished_stage_with_another_config_is_refused(built, tmp_path):
+    out, _ = built
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "tiny", "--out", str(out),
+                                       "--param", "contrastive.params=[trainer.batch_size=4]"])
+    assert result.exit_code != 0
+    assert "finished with another contrastive config" in result.output

@@ -149,10 +149,15 @@ def _extractor(stage: str, spec: ExtractorSpec, twin_dir: Path, run_dir: Path, r
     from neuroimagen.training.train.data import twin_info
     from neuroimagen.training.train.stages import build_stage
 
+    cfg = load_stage_config(stage, spec.preset, spec.params)
     if (done := _done(run_dir)) is not None:
+        from neuroimagen.stream.config import dump_yaml
+
+        if (run_dir / "config.yaml").read_text() != dump_yaml(cfg.model_dump(mode="json")):
+            raise ValueError(f"{run_dir}: finished with another {stage} config than the preset's; "
+                             "delete that folder to retrain it, or use a new --out")
         say(f"{stage}: done ({run_dir})")
         return done
-    cfg = load_stage_config(stage, spec.preset, spec.params)
     say(f"{stage}: training ({spec.preset}, {cfg.trainer.max_steps} steps) in {run_dir}")
     t0 = time.perf_counter()
     st = build_stage(stage, cfg, twin_dir, "eeg", **kwargs)
@@ -198,6 +203,7 @@ def build_bundle(
     resume: bool = True,
     commands: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    only: Literal["extractors", "generator"] | None = None,
 ) -> dict[str, Any]:
     """Train every part on the twin, score it on held-out images and write the bundle.
 
@@ -207,6 +213,8 @@ def build_bundle(
     out_dir : the build folder (stages below it; ``bundle/`` is the result)
     twin_dir : an existing twin of the preset's config, or where to make it (default ``out_dir/twin``)
     resume : False starts every stage over (the folder must then not hold a finished build)
+    only : run just the extractor stages or just the generator stages, then return (two
+        processes can build one folder side by side; a last full call scores and assembles)
 
     Returns
     -------
@@ -232,11 +240,22 @@ def build_bundle(
 
     # 1. the twin; 2.-4. the extractors, through the extractor stages' own code
     timed("twin", lambda: _twin(cfg, twin, say))
+    if only == "generator":
+        from neuroimagen.training.config import load_stage_config
+
+        sem_cfg = load_stage_config("semantic", cfg.semantic.preset, cfg.semantic.params)
+        targets = _targets(twin, {"semantic_width": sem_cfg.width, "semantic_n_tokens": sem_cfg.n_tokens,
+                                  "semantic_seed": sem_cfg.trainer.seed})
+        gen = timed("generator", lambda: build_generator(twin, out / "generator", cfg.generator, progress=say,
+                                                         targets=targets))
+        return {"bundle": None, "stage_s": times, "metrics": {}, "generator": gen}
     con = timed("contrastive", lambda: _extractor("contrastive", cfg.contrastive, twin, out / "contrastive",
                                                    resume, say))
     sal = timed("saliency", lambda: _extractor("saliency", cfg.saliency, twin, out / "saliency", resume, say,
                                                encoder=con["models"]["pixel_encoder"]))
     sem = timed("semantic", lambda: _extractor("semantic", cfg.semantic, twin, out / "semantic", resume, say))
+    if only == "extractors":
+        return {"bundle": None, "stage_s": times, "metrics": {}, "generator": {}}
     targets = _targets(twin, sem)
     # 5. the generator: autoencoder, teacher, LCM student, voting encoder (each resumable)
     gen_dir = out / "generator"
