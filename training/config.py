@@ -252,6 +252,27 @@ class SemanticModelConfig(FrozenConfig):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class SemanticFeaturesConfig(FrozenConfig):
+    """:class:`~neuroimagen.training.models.semantic.FeatureSemanticExtractor` (used when ``features`` is set).
+
+    The linear decoder's features through a ridge class code fitted in closed form, then
+    fine-tuned by gradient; the better of the two on the val images is kept.
+    """
+
+    bin_samples: int = Field(20, gt=0, description="samples per time bin of the evoked time course")
+    channels: Literal["posterior", "all"] = Field(
+        "all", description="binned channels: posterior (the data baseline's) or all"
+    )
+    log_variance: bool = Field(True, description="append every channel's log-variance (band power)")
+    ridge_alphas: list[float] = Field(
+        [1.0e2, 3.0e2, 1.0e3, 3.0e3, 1.0e4, 3.0e4], min_length=1,
+        description="ridge penalties tried in closed form; the val images pick one",
+    )
+    hidden_dim: int = Field(0, ge=0, description="residual MLP width (0: linear)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    token_rank: int = Field(16, gt=0, description="rank of the token head (<= n_classes)")
+
+
 class FMRISemanticModelConfig(FrozenConfig):
     hidden_dim: int = Field(1024, gt=0)
     n_layers: int = Field(2, ge=1)
@@ -265,6 +286,10 @@ class SemanticLossConfig(FrozenConfig):
         1.0, ge=0, description="CLIP-style InfoNCE of pooled vs the class embeddings (DreamDiffusion)"
     )
     temperature: float = Field(0.05, gt=0)
+    pooled_l2_weight: float = Field(
+        1.0, ge=0, description="share of the squared L2 on pooled (0: pooled is trained by the contrastive "
+        "term only, as the features front end's dual-basis pooled head needs)"
+    )
     shuffle_labels: bool = Field(False, description="control: train on permuted labels (must stay at chance)")
 
 
@@ -275,6 +300,10 @@ class SemanticStageConfig(FrozenConfig):
     trainer: TrainerConfig = TrainerConfig()
     data: StageDataConfig = StageDataConfig()
     model: SemanticModelConfig = SemanticModelConfig()
+    features: SemanticFeaturesConfig | None = Field(
+        None, description="set: the features front end (FeatureSemanticExtractor) instead of `model` "
+        "(SemanticExtractor, DreamDiffusion's transformer encoder)"
+    )
     fmri: FMRISemanticModelConfig = FMRISemanticModelConfig()
     loss: SemanticLossConfig = SemanticLossConfig()
     width: int | None = Field(

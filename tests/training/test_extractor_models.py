@@ -14,6 +14,7 @@ from neuroimagen.training.models.nice import NICEEncoder
 from neuroimagen.training.models.pixel import FMRIPixelEncoder, PixelEncoder
 from neuroimagen.training.models.saliency import SaliencyDiscriminator, SaliencyGenerator
 from neuroimagen.training.models.semantic import (
+    FeatureSemanticExtractor,
     FMRISemanticExtractor,
     SemanticExtractor,
     class_scores,
@@ -145,3 +146,59 @@ def test_preset_model_sections_mirror_the_constructors(section, cls, from_data):
     assert set(section.model_fields) | from_data == set(ctor)
     for name, field in section.model_fields.items():
         assert field.default == ctor[name], name
+
+
+def _feature_fixture(n_per_class=30, k=4, n_ch=6, n_t=40, seed=0):
+    """Windows whose class is a per-class waveform on the channels, in noise; class embeddings."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(k).repeat_interleave(n_per_class)
+    templates = torch.randn(k, n_ch, n_t, generator=g)
+    x = 0.5 * templates[labels] + torch.randn(len(labels), n_ch, n_t, generator=g)
+    tokens = torch.randn(k, 3, 8, generator=g)
+    pooled = torch.nn.functional.normalize(tokens.mean(1) + 0.5, dim=-1)  # correlated, like the twin's
+    return x, labels, tokens, pooled
+
+
+def test_feature_semantic_extractor_closed_form_is_the_ridge_classifier():
+    """The code is sklearn's ridge on one-hot labels; cosine scores rank as the code; tokens = code @ T."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    x, labels, tokens, pooled = _feature_fixture()
+    k = len(pooled)
+    model = FeatureSemanticExtractor(n_channels=6, n_times=40, bin_samples=5, n_classes=k, n_tokens=3,
+                                     width=8, token_rank=k - 1).eval()
+    model.fit_closed_form(x, labels, tokens, pooled, alpha=10.0)
+    # 1. the code: the reference ridge (scikit-learn) on the standardised features
+    f = model.features(x).double().numpy()
+    fs = (f - f.mean(0)) / f.std(0)
+    ref = Ridge(alpha=10.0).fit(fs, np.eye(k)[labels.numpy()]).predict(fs)
+    with torch.no_grad():
+        code = model.class_code(x)
+        out_tokens, out_pooled = model(x)
+    np.testing.assert_allclose(code.numpy(), ref, atol=2e-4)
+    # 2. cosine class scores rank the classes exactly as the code (the dual-basis pooled head)
+    np.testing.assert_allclose((out_pooled @ pooled.T).numpy(), code.numpy(), atol=2e-4)
+    assert torch.equal(class_scores(out_pooled, pooled).argmax(1), code.argmax(1))
+    assert (code.argmax(1) == labels).float().mean() > 0.9  # the fixture is decodable
+    # 3. tokens: the code mixes the class tokens (rank k - 1 is exact)
+    torch.testing.assert_close(out_tokens, torch.einsum("bk,knw->bnw", code, tokens), atol=2e-4, rtol=1e-4)
+
+
+def test_feature_semantic_extractor_round_trips_and_refuses_bad_input(tmp_path):
+    x, labels, tokens, pooled = _feature_fixture()
+    model = FeatureSemanticExtractor(n_channels=6, n_times=40, bin_samples=5, channels=[0, 2, 4], n_classes=4,
+                                     n_tokens=3, width=8, token_rank=2, hidden_dim=5).eval()
+    model.fit_closed_form(x, labels, tokens, pooled, alpha=1.0)
+    save_model(model, tmp_path / "m")
+    back = load_model(FeatureSemanticExtractor, tmp_path / "m")
+    for a, b in zip(model(x[:5]), back(x[:5]), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ModelFormatError, match="not a SemanticExtractor"):
+        load_model(SemanticExtractor, tmp_path / "m")
+    with pytest.raises(ValueError, match=r"expected windows \(B, 6, 40\)"):
+        model(x[:, :5])
+    with pytest.raises(ValueError, match="class embeddings must be"):
+        model.fit_closed_form(x, labels, tokens[:3], pooled, alpha=1.0)
+    with pytest.raises(ValueError, match="token_rank"):
+        FeatureSemanticExtractor(n_classes=4, token_rank=5)

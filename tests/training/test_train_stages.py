@@ -133,3 +133,24 @@ def test_train_cli_runs_a_stage_and_rejects_unknown_keys(twin, tmp_path):
     for stage in ("mae", "contrastive", "saliency", "semantic"):
         help_out = CliRunner().invoke(main, ["train", stage, "--help"]).output
         assert "not built yet" not in help_out and "--preset" in help_out
+
+
+def test_semantic_features_front_end_fits_in_closed_form_and_keeps_the_better(twin, tmp_path):
+    """The features preset: ridge fitted in closed form, then fine-tuned; the export is the better on val."""
+    from neuroimagen.training.eval.extractors import evaluate_extractors
+    from neuroimagen.training.models.semantic import FeatureSemanticExtractor
+
+    params = ["features.bin_samples=20", "features.ridge_alphas=[10.0,1000.0]", "loss.pooled_l2_weight=0",
+              "trainer.max_steps=4", "trainer.lr=0.1"]
+    res = _run("semantic", twin, tmp_path / "feat", params=params)
+    ev = res["eval"]
+    assert ev["closed_form_alpha"] in (10.0, 1000.0)
+    # a learning rate of 0.1 wrecks the fit, so the closed form is what was saved
+    assert ev["kept_closed_form"] == 1.0 and ev["top1"] <= ev["closed_form_top1"]
+    model = load_model(FeatureSemanticExtractor, res["models"]["semantic_extractor"])
+    assert model.config.n_classes == 4 and model.config.channels is None
+    with pytest.raises(ValueError, match="init-mae"):
+        _run("semantic", twin, tmp_path / "bad", params=params, init_mae=tmp_path)
+    # the held-out measurement loads either semantic class and reports the baseline beside it
+    out = evaluate_extractors(twin, semantic=res["models"]["semantic_extractor"])
+    assert 0 <= out["semantic"]["top1"] <= 1 and "top1" in out["linear"]

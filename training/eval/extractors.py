@@ -70,9 +70,15 @@ def evaluate_extractors(
         train_mean = load_trials(root, ("train",), split_index).x.mean(dim=0)
         out["mae"] = mae_heldout_loss(model, test.x, train_mean, "cpu")
     if semantic is not None:
-        from neuroimagen.training.models.semantic import SemanticExtractor, class_scores
+        from neuroimagen.training.models import semantic as sem_models
+        from neuroimagen.training.models.format import read_model_config
 
-        model = load_model(SemanticExtractor, semantic)
+        cls = {c.__name__: c for c in (sem_models.SemanticExtractor, sem_models.FeatureSemanticExtractor)}
+        name = read_model_config(semantic).get("_class_name")
+        if name not in cls:
+            raise ValueError(f"{semantic}: holds a {name}, not a semantic extractor ({', '.join(cls)})")
+        model = load_model(cls[name], semantic)
+        class_scores = sem_models.class_scores
         targets = load_twin_targets(root, width=model.config.width if model.config.width != 768 else None,
                                     n_tokens=model.config.n_tokens if model.config.n_tokens != 77 else None)
         _, pooled = _batched(model, test.x)

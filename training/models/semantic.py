@@ -13,6 +13,12 @@ is a linear map of all tokens, each reduced to a few features (positions kept).
 Class scores (the top-k shown live) are cosine similarities of ``pooled`` to
 each class's pooled embedding: :func:`class_scores`.
 
+:class:`FeatureSemanticExtractor` is the same interface on the linear decoder's
+features (binned evoked time course + log-variance): a linear class code, initialised in closed form
+(:meth:`FeatureSemanticExtractor.fit_closed_form`: ridge regression with
+``torch.linalg``), an optional residual MLP, and two linear heads from the
+code, the token head low rank (``token_rank``) so the model folder stays small.
+
 :class:`FMRISemanticExtractor` is the fMRI variant: an MLP over voxels with the
 same outputs.
 """
@@ -27,7 +33,7 @@ from torch import nn
 
 from ._blocks import PatchEmbed1D, TransformerStack, sincos_pos_embed
 
-__all__ = ["FMRISemanticExtractor", "SemanticExtractor", "class_scores"]
+__all__ = ["FMRISemanticExtractor", "FeatureSemanticExtractor", "SemanticExtractor", "class_scores"]
 
 
 def class_scores(pooled: torch.Tensor, class_pooled: torch.Tensor) -> torch.Tensor:
@@ -158,3 +164,161 @@ class FMRISemanticExtractor(ModelMixin, ConfigMixin):
         h = self.trunk(voxels)
         latent = self.to_tokens(h).reshape(h.shape[0], self.config.n_tokens, self.config.token_dim)
         return self.heads(latent)
+
+
+class FeatureSemanticExtractor(ModelMixin, ConfigMixin):
+    """EEG window -> (tokens, pooled) through the linear decoder's features and a class code.
+
+    Forward pass (all linear unless ``hidden_dim`` > 0)::
+
+        x (B, C, T) -> mean of each ``bin_samples`` bin of
+        ``channels`` (+ every channel's log-variance) -> standardise (fixed) -> code (B, K)
+        [+ residual MLP] -> tokens = code @ token_coef @ token_basis + token_bias
+                         -> pooled = code @ pooled_basis
+
+    The features are those of :func:`~neuroimagen.training.models.linear_decoder.window_features`
+    (the ``data baseline`` decoder; ``channels`` None bins every channel, not only the posterior ones).
+
+    :meth:`fit_closed_form` sets every tensor from training windows and labels: the
+    standardisation, the code as ridge regression of the features on one-hot labels
+    (so the code is the ridge classifier's scores, summing to 1), the token head as the
+    class token embeddings (low rank: their first ``token_rank`` principal components;
+    ``code @ tokens`` is then the ridge regression of the features on the tokens), and the
+    pooled head as the dual basis of the class pooled embeddings, ``(E E^T)^-1 E``, so
+    that ``pooled . E_k = code_k``: the cosine class scores rank the classes as the ridge
+    classifier does (a pooled head regressed on E itself would mix similar classes).
+
+    Parameters
+    ----------
+    n_channels, n_times : window shape
+    bin_samples : samples per time bin (20 = 20 ms at 1 kHz)
+    channels : channels whose binned time course is used (None: all)
+    log_variance : append every channel's log-variance over the window
+    n_classes : width of the code (the number of classes)
+    hidden_dim : width of the residual MLP (0: none); its last layer starts at zero
+    dropout : on the standardised features, in training
+    n_tokens, width : the conditioning shape (77 x 768 for SD 1.x)
+    token_rank : rank of the token head (<= n_classes)
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        n_channels: int = 128,
+        n_times: int = 440,
+        bin_samples: int = 20,
+        channels: list[int] | None = None,
+        log_variance: bool = True,
+        n_classes: int = 40,
+        hidden_dim: int = 0,
+        dropout: float = 0.0,
+        n_tokens: int = 77,
+        width: int = 768,
+        token_rank: int = 16,
+    ) -> None:
+        super().__init__()
+        if bin_samples <= 0 or n_times // bin_samples == 0:
+            raise ValueError(f"bin_samples={bin_samples} must be in 1..n_times ({n_times})")
+        if not 0 < token_rank <= n_classes:
+            raise ValueError(f"token_rank={token_rank} must be in 1..n_classes ({n_classes})")
+        picks = list(range(n_channels)) if channels is None else [int(c) for c in channels]
+        if not picks or min(picks) < 0 or max(picks) >= n_channels:
+            raise ValueError(f"channels must index 0..{n_channels - 1}, got {channels}")
+        self.register_buffer("picks", torch.tensor(picks, dtype=torch.long), persistent=False)
+        n_features = len(picks) * (n_times // bin_samples) + (n_channels if log_variance else 0)
+        self.n_features = n_features
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_scale", torch.ones(n_features))
+        self.feature_dropout = nn.Dropout(dropout)
+        self.code = nn.Linear(n_features, n_classes)
+        self.mlp: nn.Module | None = None
+        if hidden_dim > 0:
+            self.mlp = nn.Sequential(nn.Linear(n_features, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden_dim, n_classes))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+        self.token_coef = nn.Linear(n_classes, token_rank, bias=False)
+        self.token_basis = nn.Parameter(torch.randn(token_rank, n_tokens * width) / (n_tokens * width) ** 0.5)
+        self.token_bias = nn.Parameter(torch.zeros(n_tokens * width))
+        self.pooled_basis = nn.Linear(n_classes, width, bias=False)
+
+    def features(self, eeg: torch.Tensor) -> torch.Tensor:
+        """Raw (unstandardised) features (B, n_features) float32 of windows (B, n_channels, n_times)."""
+        c = self.config
+        if eeg.ndim != 3 or eeg.shape[1:] != (c.n_channels, c.n_times):
+            raise ValueError(f"expected windows (B, {c.n_channels}, {c.n_times}), got {tuple(eeg.shape)}")
+        n_bins = c.n_times // c.bin_samples
+        binned = eeg[:, self.picks, : n_bins * c.bin_samples].reshape(
+            eeg.shape[0], len(self.picks), n_bins, c.bin_samples).mean(-1).flatten(1)
+        if not c.log_variance:
+            return binned
+        logvar = torch.log(eeg.float().var(dim=-1, unbiased=False) + 1e-12).to(binned.dtype)
+        return torch.cat([binned, logvar], dim=1)
+
+    def class_code(self, eeg: torch.Tensor) -> torch.Tensor:
+        """The class code (B, n_classes): ridge scores of each class (+ the residual MLP's)."""
+        f = self.feature_dropout((self.features(eeg) - self.feature_mean) / self.feature_scale)
+        code = self.code(f)
+        if self.mlp is not None:
+            code = code + self.mlp(f)
+        return code
+
+    def forward(self, eeg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """eeg (B, n_channels, n_times) float32 -> tokens (B, n_tokens, width), pooled (B, width)."""
+        code = self.class_code(eeg)
+        tokens = self.token_coef(code) @ self.token_basis + self.token_bias
+        return tokens.reshape(code.shape[0], self.config.n_tokens, self.config.width), self.pooled_basis(code)
+
+    @torch.no_grad()
+    def fit_closed_form(
+        self,
+        eeg: torch.Tensor,
+        labels: torch.Tensor,
+        class_tokens: torch.Tensor,
+        class_pooled: torch.Tensor,
+        alpha: float,
+        batch_size: int = 512,
+    ) -> None:
+        """Set every tensor in closed form from training windows (see the class notes).
+
+        Parameters
+        ----------
+        eeg : (N, n_channels, n_times) float32 training windows
+        labels : (N,) int64 class of each window, in 0..n_classes-1
+        class_tokens : (n_classes, n_tokens, width) the class token embeddings
+        class_pooled : (n_classes, width) the class pooled embeddings
+        alpha : ridge penalty on the standardised features
+        """
+        c = self.config
+        k = c.n_classes
+        if class_tokens.shape != (k, c.n_tokens, c.width) or class_pooled.shape != (k, c.width):
+            raise ValueError(f"class embeddings must be ({k}, {c.n_tokens}, {c.width}) and ({k}, {c.width}), "
+                             f"got {tuple(class_tokens.shape)} and {tuple(class_pooled.shape)}")
+        if len(eeg) != len(labels):
+            raise ValueError(f"{len(eeg)} windows but {len(labels)} labels")
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        # 1. features, standardised (float64 for the solve)
+        f = torch.cat([self.features(eeg[i:i + batch_size]).double() for i in range(0, len(eeg), batch_size)])
+        mean, scale = f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8)
+        fs = (f - mean) / scale
+        self.feature_mean.copy_(mean.float())
+        self.feature_scale.copy_(scale.float())
+        # 2. code: ridge on one-hot labels, the intercept unpenalised (the mean code)
+        y = torch.nn.functional.one_hot(labels.long(), k).double()
+        y_mean = y.mean(0)
+        gram = fs.T @ fs + alpha * torch.eye(fs.shape[1], dtype=torch.float64)
+        w = torch.linalg.solve(gram, fs.T @ (y - y_mean))
+        self.code.weight.copy_(w.T.float())
+        self.code.bias.copy_(y_mean.float())
+        # 3. token head: the class tokens' mean + their first token_rank principal components
+        t = class_tokens.double().reshape(k, -1)
+        t_mean = t.mean(0)
+        u, s, vt = torch.linalg.svd(t - t_mean, full_matrices=False)
+        r = c.token_rank
+        self.token_coef.weight.copy_((u[:, :r] * s[:r]).T.float())
+        self.token_basis.copy_(vt[:r].float())
+        self.token_bias.copy_(t_mean.float())  # the code sums to 1, so the mean passes through once
+        # 4. pooled head: the dual basis of the class pooled embeddings (pooled . E_k = code_k)
+        e = class_pooled.double()
+        self.pooled_basis.weight.copy_(torch.linalg.lstsq(e @ e.T, e).solution.T.float())

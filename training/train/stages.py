@@ -442,10 +442,17 @@ class SemanticStage(_Base):
         if c.loss.shuffle_labels:
             g = torch.Generator().manual_seed(c.trainer.seed + 1)
             self.train_label = self.train.label[torch.randperm(len(self.train), generator=g)]
+        self.closed_form: dict | None = None
         if self.modality == "fmri":
             model = FMRISemanticExtractor(**self._input_shape(), n_tokens=n_tok, width=width,
                                           **c.fmri.model_dump())
             self.model_name = "fmri_semantic_extractor"
+        elif c.features is not None:
+            if self.init_mae is not None:
+                raise ValueError("--init-mae initialises the transformer encoder; this preset uses the "
+                                 "features front end (features: set), which has none")
+            model = self._closed_form_model(n_tok, width)
+            self.model_name = "semantic_extractor"
         else:
             model = SemanticExtractor(**self._check_shape(c.model), n_tokens=n_tok, width=width)
             self.model_name = "semantic_extractor"
@@ -458,6 +465,42 @@ class SemanticStage(_Base):
         t = c.trainer
         opt = _optimizer(model.parameters(), t.lr, t.weight_decay)
         self.model, self.opt, self.sched = self.acc.prepare(model, opt, _scheduler(opt, t))
+
+    def _closed_form_model(self, n_tok: int, width: int):
+        """A FeatureSemanticExtractor fitted in closed form, its ridge penalty picked on the val images."""
+        from neuroimagen.stream.montage import channel_positions
+        from neuroimagen.training.data.twin.baseline import POSTERIOR_Y_M
+        from neuroimagen.training.models.semantic import FeatureSemanticExtractor
+
+        f = self.config.features
+        shape = self._input_shape()
+        n_cls = self.train.n_classes
+        channels = None
+        if f.channels == "posterior":
+            channels = [int(i) for i in np.flatnonzero(channel_positions()[:, 1] < POSTERIOR_Y_M)]
+        model = FeatureSemanticExtractor(
+            **shape, bin_samples=f.bin_samples, channels=channels, log_variance=f.log_variance,
+            n_classes=n_cls, hidden_dim=f.hidden_dim, dropout=f.dropout, n_tokens=n_tok, width=width,
+            token_rank=min(f.token_rank, n_cls),
+        )
+        # ridge per penalty; the val images pick it (ties: the smaller penalty)
+        best = None
+        for alpha in f.ridge_alphas:
+            model.fit_closed_form(self.train.x, self.train_label, self.targets.tokens, self.targets.pooled,
+                                  alpha=alpha)
+            top1 = self._top1(model.eval())
+            logger.info("semantic closed form: alpha %g -> val top-1 %.4f", alpha, top1)
+            if best is None or top1 > best[0]:
+                best = (top1, alpha, {k: v.clone() for k, v in model.state_dict().items()})
+        model.load_state_dict(best[2])
+        self.closed_form = {"top1": best[0], "alpha": best[1], "state": best[2]}
+        return model
+
+    def _top1(self, model) -> float:
+        from neuroimagen.training.models.semantic import class_scores
+
+        pooled = _batched(model, self.val.x, "cpu")[1]
+        return float((class_scores(pooled, self.targets.pooled).argmax(1) == self.val.label).float().mean())
 
     def batch(self, idx, device):
         return {"x": self.train.x[idx].to(device), "label": self.train_label[idx].to(device)}
@@ -473,7 +516,7 @@ class SemanticStage(_Base):
         tokens, pooled = self.model(batch["x"])
         tt = self.targets.tokens.to(tokens.device)[batch["label"]]
         tp = self.targets.pooled.to(tokens.device)[batch["label"]]
-        l2 = ((tokens.float() - tt) ** 2).mean() + ((pooled.float() - tp) ** 2).sum(-1).mean()
+        l2 = ((tokens.float() - tt) ** 2).mean() + lc.pooled_l2_weight * ((pooled.float() - tp) ** 2).sum(-1).mean()
         logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(self.targets.pooled.to(tokens.device), dim=-1).T
         ce = F.cross_entropy(logits / lc.temperature, batch["label"])
         loss = lc.l2_weight * l2 + lc.contrastive_weight * ce
@@ -486,10 +529,10 @@ class SemanticStage(_Base):
         tokens, pooled = _batched(model, x, self.acc.device)
         return tokens, pooled
 
-    def evaluate(self) -> dict[str, float]:
+    def _metrics(self, model) -> dict[str, float]:
         from neuroimagen.training.models.semantic import class_scores
 
-        tokens, pooled = self.predict(self.val.x)
+        tokens, pooled = _batched(model.eval(), self.val.x, self.acc.device)
         scores = class_scores(pooled, self.targets.pooled)
         lab = self.val.label
         top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
@@ -497,10 +540,27 @@ class SemanticStage(_Base):
                 "top5": float((top5 == lab[:, None]).any(1).float().mean()),
                 "token_mse": float(((tokens - self.targets.tokens[lab]) ** 2).mean())}
 
+    def evaluate(self) -> dict[str, float]:
+        out = self._metrics(self._unwrap(self.model))
+        if self.closed_form is not None:
+            # the features front end keeps the closed-form fit unless fine-tuning beat it on val
+            out = {**out, "closed_form_top1": self.closed_form["top1"], "closed_form_alpha": self.closed_form["alpha"],
+                   "kept_closed_form": float(out["top1"] <= self.closed_form["top1"])}
+        return out
+
     def export(self, folder: Path) -> dict[str, Path]:
+        import copy
+
         from neuroimagen.training.models.format import save_model
 
-        return {self.model_name: save_model(self._unwrap(self.model), folder / self.model_name)}
+        model = self._unwrap(self.model)
+        if self.closed_form is not None and self._metrics(model)["top1"] <= self.closed_form["top1"]:
+            logger.info("semantic: keeping the closed-form fit (val top-1 %.4f; fine-tuning did not beat it)",
+                        self.closed_form["top1"])
+            model = copy.deepcopy(model)
+            model.load_state_dict(self.closed_form["state"])
+        return {self.model_name: save_model(model, folder / self.model_name)}
+
 
 
 def build_stage(name: str, config, twin_dir, modality: str = "eeg", encoder: str | Path | None = None,
