@@ -21,7 +21,7 @@ _PRESET_HELP = "tiny (tests, seconds), demo (the embedded default), paper (the p
 
 @click.group()
 def train() -> None:
-    """Train the extractors: mae, contrastive (pixel encoder / NICE), saliency (GAN), semantic.
+    """Train the extractors (mae, contrastive, saliency, semantic), or a whole bundle (bundle).
 
     Presets live in configs/train/<stage>-<preset>.yaml. Every run folder holds
     config.yaml, run.json, metrics.csv, checkpoints/, samples/ (image stages),

@@ -46,6 +46,15 @@ def _batched(fn, *xs: torch.Tensor, batch_size: int = 32) -> Any:
     return torch.cat(outs)
 
 
+def _load_any(folder: str | Path) -> torch.nn.Module:
+    """A model folder of any neuroimagen.training.models / diffusers class (its config.json names it)."""
+    from neuroimagen.training.models.bundle import _class_from_config, resolve_class
+    from neuroimagen.training.models.format import load_model, read_model_config
+
+    cls = resolve_class(_class_from_config(read_model_config(folder), Path(folder)))
+    return load_model(cls, folder).eval()
+
+
 def _derangement(n: int, seed: int) -> torch.Tensor:
     """A permutation with no fixed point (every trial gets another trial's conditioning)."""
     g = torch.Generator().manual_seed(seed)
@@ -81,7 +90,7 @@ def evaluate_bundle_parts(
     )
     from neuroimagen.training.models.pixel import PixelEncoder
     from neuroimagen.training.models.saliency import SaliencyGenerator
-    from neuroimagen.training.models.semantic import SemanticExtractor, class_scores
+    from neuroimagen.training.models.semantic import class_scores
     from neuroimagen.training.train.data import load_images, load_trials
     from neuroimagen.training.train.generator import load_twin_images
 
@@ -98,7 +107,7 @@ def evaluate_bundle_parts(
     # 2. the extractors
     pix = load_model(PixelEncoder, extractors["pixel_encoder"]).eval()
     sal = load_model(SaliencyGenerator, extractors["saliency"]).eval()
-    sem = load_model(SemanticExtractor, extractors["semantic"]).eval()
+    sem = _load_any(extractors["semantic"])  # SemanticExtractor or FeatureSemanticExtractor
     saliency = _batched(lambda e: sal(pix(e)), x)
     tokens, pooled = _batched(sem, x)
     scores = class_scores(pooled, targets[1])
