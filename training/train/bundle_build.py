@@ -57,6 +57,7 @@ class ExtractorSpec(FrozenConfig):
 class FrameSpec(FrozenConfig):
     strength: float = Field(0.6, gt=0, le=1)
     num_inference_steps: int = Field(1, ge=1)
+    guidance_scale: float = Field(1.0, ge=1, description="the LCM student's embedded guidance (1 + w)")
 
 
 class EvalSpec(FrozenConfig):
@@ -261,9 +262,11 @@ def build_bundle(
     gen_dir = out / "generator"
     gen = timed("generator", lambda: build_generator(twin, gen_dir, cfg.generator, progress=say, targets=targets))
     # 6. the bundle, then 7. its held-out evaluation (written into the manifest's metrics)
-    extractors = {"pixel_encoder": con["models"]["pixel_encoder"], "saliency": sal["models"]["saliency_generator"],
+    # a saliency run that fine-tuned the encoder (loss.encoder_lr_ratio > 0) exports the encoder it trained with
+    pixel = sal["models"].get("pixel_encoder", con["models"]["pixel_encoder"])
+    extractors = {"pixel_encoder": pixel, "saliency": sal["models"]["saliency_generator"],
                   "semantic": sem["models"]["semantic_extractor"]}
-    frame = {"strength": cfg.frame.strength, "num_inference_steps": cfg.frame.num_inference_steps}
+    frame = cfg.frame.model_dump()
     classifier = timed("classifier", lambda: _classifier(cfg, twin, out / "classifier", say))
 
     def evaluate() -> dict:

@@ -119,7 +119,8 @@ def evaluate_bundle_parts(
     teacher_unet = load_model(UNet2DConditionModel, generator_dir / "teacher" / "unet")
     kw = {"strength": cfg.frame.strength, "image_size": size, "seed": ev.seed}
     student = Img2ImgFrame(student_unet, vae, load_scheduler(generator_dir / "student" / "scheduler", subfolder=None),
-                           proj, num_inference_steps=cfg.frame.num_inference_steps, **kw)
+                           proj, num_inference_steps=cfg.frame.num_inference_steps,
+                           guidance_scale=cfg.frame.guidance_scale, **kw)
     ddim = DDIMScheduler.from_config(load_scheduler(generator_dir / "teacher" / "scheduler", subfolder=None).config)
     teacher = Img2ImgFrame(teacher_unet, vae, ddim, proj, num_inference_steps=ev.teacher_steps, **kw)
 

@@ -71,6 +71,8 @@ class GeneratorConfig(FrozenConfig):
     unet_steps: int = 3000
     distill_steps: int = 800
     time_cond_proj_dim: int = 32
+    distill_w_max: float = Field(0.0, ge=0, description="guided distillation: w ~ U(0, w_max) against the "
+                                 "teacher's learned null conditioning (the frame's guidance_scale is 1 + w)")
     num_ddim_timesteps: int = 50
     voting_epochs: int = 20
     batch_size: int = 32
@@ -262,7 +264,8 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
     proj = load_model(ConditioningProjection, teacher_dir / "projection")
     student = make_student(teacher, cfg.time_cond_proj_dim).train()
     distiller = LCMDistiller(teacher, student, noise_scheduler(), num_ddim_timesteps=cfg.num_ddim_timesteps,
-                             lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95)
+                             lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95, w_range=(0.0, cfg.distill_w_max))
+    guided = cfg.distill_w_max > 0 and proj.null_tokens is not None
     over = _budget(cfg)
     losses: list[float] = []
     step = 0
@@ -270,7 +273,8 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
         with torch.no_grad():
             embeds = proj(tokens[idx])
-        losses.append(distiller.step(latents[idx], embeds, generator=g))
+            null = proj.null_embeds(len(idx)) if guided else None
+        losses.append(distiller.step(latents[idx], embeds, null_embeds=null, generator=g))
         if step % 50 == 0:
             progress(f"distill step {step}/{cfg.distill_steps} loss {np.mean(losses[-50:]):.5f}")
         if over():
