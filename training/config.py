@@ -211,6 +211,26 @@ class SaliencyGeneratorConfig(FrozenConfig):
     noise_dim: int = Field(0, ge=0)
     base_channels: int = Field(256, gt=0)
     image_size: int = Field(64, ge=8)
+    linear_head: bool = Field(False, description="a linear features -> image path (set in closed form "
+                              "with `features:`), the convolutional path a residual starting at zero")
+
+
+class SaliencyFeaturesConfig(FrozenConfig):
+    """The closed-form pixel path (``features:`` set): no --encoder needed.
+
+    A :class:`~neuroimagen.training.models.pixel.FeaturePixelEncoder` is fitted by ridge regression of
+    the linear decoder's features on the principal-component coefficients of the training images, and
+    the generator's linear head decodes them (``generator.linear_head`` must be true); the GAN then
+    trains the convolutional residual, and the better of the two on the val images (SSIM + PCC +
+    hemifield accuracy) is kept.
+    """
+
+    bin_samples: int = Field(20, gt=0)
+    log_variance: bool = True
+    n_components: int = Field(32, gt=0, description="principal components of the training images")
+    ridge_alphas: list[float] = Field([3.0e4, 1.0e5, 3.0e5], min_length=1,
+                                      description="ridge penalties tried; the val images pick one "
+                                      "(SSIM + PCC + hemifield accuracy)")
 
 
 class SaliencyDiscriminatorConfig(FrozenConfig):
@@ -237,6 +257,10 @@ class SaliencyStageConfig(FrozenConfig):
     generator: SaliencyGeneratorConfig = SaliencyGeneratorConfig()
     discriminator: SaliencyDiscriminatorConfig = SaliencyDiscriminatorConfig()
     loss: SaliencyLossConfig = SaliencyLossConfig()
+    features: SaliencyFeaturesConfig | None = Field(
+        None, description="set: fit the pixel encoder in closed form here (FeaturePixelEncoder) instead of "
+        "loading a trained one with --encoder"
+    )
 
 
 class SemanticModelConfig(FrozenConfig):

@@ -162,22 +162,28 @@ def train_classifier(
 
 @eval_.command("extractors")
 @click.argument("twin_dir", type=_DIR)
-@click.option("--semantic", type=_DIR, default=None, help="SemanticExtractor model folder.")
+@click.option("--semantic", type=_DIR, default=None,
+              help="Semantic extractor model folder (SemanticExtractor or FeatureSemanticExtractor).")
 @click.option("--pixel-encoder", type=_DIR, default=None, help="PixelEncoder model folder.")
 @click.option("--saliency", type=_DIR, default=None, help="SaliencyGenerator model folder.")
 @click.option("--mae", type=_DIR, default=None, help="MaskedEEGAutoencoder model folder.")
+@click.option("--semantic-shuffled", type=_DIR, default=None,
+              help="Semantic extractor trained with loss.shuffle_labels=true (the control).")
+@click.option("--oracle/--no-oracle", default=False, show_default=True,
+              help="Also run the twin's oracle decoder; report class top-1 as a fraction of it.")
 @click.option("--split-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "json_path", type=_FILE_OUT, default=None)
 @common_options
-def extractors(cfg_data: dict, twin_dir: Path, semantic, pixel_encoder, saliency, mae, split_index: int,
-               json_path: Path | None) -> None:
+def extractors(cfg_data: dict, twin_dir: Path, semantic, pixel_encoder, saliency, mae, semantic_shuffled,
+               oracle: bool, split_index: int, json_path: Path | None) -> None:
     """Held-out (test images) figures of trained extractors on a twin, next to the linear baseline."""
     import json
 
     from neuroimagen.training.eval.extractors import evaluate_extractors
 
     res = evaluate_extractors(twin_dir, semantic=semantic, pixel_encoder=pixel_encoder, saliency=saliency,
-                              mae=mae, split_index=split_index)
+                              mae=mae, split_index=split_index, semantic_shuffled=semantic_shuffled,
+                              oracle=oracle)
     click.echo(json.dumps(res, indent=2))
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2))

@@ -96,7 +96,8 @@ def _run(stage, twin_dir, out_dir, preset, params, modality, resume, stop_after_
 
 
 _ENCODER = click.option("--encoder", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                        required=True, help="The pixel encoder model folder (RUN/model/pixel_encoder).")
+                        default=None, help="The pixel encoder model folder (RUN/model/pixel_encoder); "
+                        "not with a preset that sets `features:` (it fits its own).")
 _INIT_MAE = click.option("--init-mae", type=click.Path(exists=True, file_okay=False, path_type=Path),
                          default=None, help="Initialise the encoder from a MAE model folder (RUN/model/mae).")
 

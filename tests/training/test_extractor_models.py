@@ -11,7 +11,7 @@ from neuroimagen.training import config as tc
 from neuroimagen.training.models.format import ModelFormatError, load_model, save_model
 from neuroimagen.training.models.mae import MaskedEEGAutoencoder
 from neuroimagen.training.models.nice import NICEEncoder
-from neuroimagen.training.models.pixel import FMRIPixelEncoder, PixelEncoder
+from neuroimagen.training.models.pixel import FeaturePixelEncoder, FMRIPixelEncoder, PixelEncoder
 from neuroimagen.training.models.saliency import SaliencyDiscriminator, SaliencyGenerator
 from neuroimagen.training.models.semantic import (
     FeatureSemanticExtractor,
@@ -202,3 +202,29 @@ def test_feature_semantic_extractor_round_trips_and_refuses_bad_input(tmp_path):
         model.fit_closed_form(x, labels, tokens[:3], pooled, alpha=1.0)
     with pytest.raises(ValueError, match="token_rank"):
         FeatureSemanticExtractor(n_classes=4, token_rank=5)
+
+
+def test_feature_pixel_encoder_and_linear_head_generator_decode_in_closed_form():
+    """Encoder = sklearn's ridge on the features; the linear-head generator starts as mean + code @ basis."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    x, labels, _, _ = _feature_fixture()
+    targets = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))[labels]
+    enc = FeaturePixelEncoder(n_channels=6, n_times=40, bin_samples=5, feature_dim=3).eval()
+    enc.fit_closed_form(x, targets, alpha=5.0)
+    f = enc.features(x).double().numpy()
+    ref = Ridge(alpha=5.0).fit((f - f.mean(0)) / f.std(0), targets.numpy()).predict((f - f.mean(0)) / f.std(0))
+    with torch.no_grad():
+        code = enc(x)
+    np.testing.assert_allclose(code.numpy(), ref, atol=2e-4)
+    gen = SaliencyGenerator(feature_dim=3, base_channels=16, image_size=16, linear_head=True).eval()
+    basis, mean = 0.1 * torch.randn(3, 3, 16, 16), torch.full((3, 16, 16), 0.5)
+    gen.set_linear_basis(basis, mean)
+    with torch.no_grad():
+        img = gen(code[:4])
+    torch.testing.assert_close(img, (mean + torch.einsum("bk,kchw->bchw", code[:4], basis)).clamp(0, 1))
+    with pytest.raises(ValueError, match="no linear head"):
+        SaliencyGenerator(feature_dim=3, base_channels=16, image_size=16).set_linear_basis(basis, mean)
+    with pytest.raises(ValueError, match="targets must be"):
+        enc.fit_closed_form(x, targets[:, :2], alpha=1.0)

@@ -154,3 +154,42 @@ def test_semantic_features_front_end_fits_in_closed_form_and_keeps_the_better(tw
     # the held-out measurement loads either semantic class and reports the baseline beside it
     out = evaluate_extractors(twin, semantic=res["models"]["semantic_extractor"])
     assert 0 <= out["semantic"]["top1"] <= 1 and "top1" in out["linear"]
+
+
+def test_saliency_features_path_fits_its_own_encoder_in_closed_form(twin, tmp_path):
+    """features: a FeaturePixelEncoder + linear-head generator in closed form; the GAN residual on top."""
+    from neuroimagen.training.eval.extractors import evaluate_extractors
+    from neuroimagen.training.models.pixel import FeaturePixelEncoder
+    from neuroimagen.training.models.saliency import SaliencyGenerator
+
+    params = ["generator.linear_head=true", "features.n_components=8", "features.ridge_alphas=[100.0]"]
+    res = _run("saliency", twin, tmp_path / "salf", params=params)
+    ev = res["eval"]
+    assert ev["closed_form_alpha"] == 100.0 and ev["kept_closed_form"] in (0.0, 1.0)
+    enc = load_model(FeaturePixelEncoder, res["models"]["pixel_encoder"])
+    gen = load_model(SaliencyGenerator, res["models"]["saliency_generator"])
+    assert enc.config.feature_dim == 8 and gen.config.linear_head
+    m = evaluate_extractors(twin, pixel_encoder=res["models"]["pixel_encoder"],
+                            saliency=res["models"]["saliency_generator"])
+    # the exported pair is the closed form or the GAN, whichever was better on val
+    def score(pre):
+        return ev[f"{pre}ssim"] + ev[f"{pre}pcc"] + ev[f"{pre}hemifield_acc"]
+
+    assert (score("closed_form_") >= score("")) == bool(ev["kept_closed_form"])
+    assert 0 < m["saliency"]["ssim"] <= 1
+    with pytest.raises(ValueError, match="drop --encoder"):
+        _run("saliency", twin, tmp_path / "bad", params=params, encoder=res["models"]["pixel_encoder"])
+    with pytest.raises(ValueError, match="linear_head"):
+        _run("saliency", twin, tmp_path / "bad2", params=params[1:])
+
+
+def test_mae_interpolation_baseline_draws_lines_across_masked_spans():
+    from neuroimagen.training.train.stages import interpolate_masked
+
+    x = torch.stack([torch.arange(8.0), 10 - 2 * torch.arange(8.0)])[None]  # two linear channels
+    visible = torch.tensor([[False, True, False, False, True, True, False, False]])
+    out = interpolate_masked(x, visible)
+    # between visible samples a line is reproduced exactly; beyond the last/first it is held flat
+    torch.testing.assert_close(out[0, :, 1:6], x[0, :, 1:6])
+    torch.testing.assert_close(out[0, :, 0], x[0, :, 1])
+    torch.testing.assert_close(out[0, :, 6:], x[0, :, 5:6].expand(2, 2))

@@ -42,11 +42,18 @@ def evaluate_extractors(
     saliency: str | Path | None = None,
     mae: str | Path | None = None,
     split_index: int = 0,
+    semantic_shuffled: str | Path | None = None,
+    oracle: bool = False,
 ) -> dict:
-    """Measure the given model folders on the twin's test images (see the module notes)."""
+    """Measure the given model folders on the twin's test images (see the module notes).
+
+    ``semantic_shuffled``: a semantic extractor trained on shuffled labels (the control; it
+    must stay near chance). ``oracle``: also run the twin's oracle decoder on the same
+    windows and report every class decoder's top-1 as a fraction of it.
+    """
     from neuroimagen.training.data.twin.baseline import fit_decoder, load_twin_windows
     from neuroimagen.training.models.format import load_model
-    from neuroimagen.training.train.data import load_images, load_trials, load_twin_targets
+    from neuroimagen.training.train.data import load_images, load_trials
 
     from .metrics import pcc, ssim
     from .saliency import centroid_hemifield
@@ -70,28 +77,28 @@ def evaluate_extractors(
         train_mean = load_trials(root, ("train",), split_index).x.mean(dim=0)
         out["mae"] = mae_heldout_loss(model, test.x, train_mean, "cpu")
     if semantic is not None:
-        from neuroimagen.training.models import semantic as sem_models
-        from neuroimagen.training.models.format import read_model_config
+        out["semantic"], decoded = _semantic_scores(root, semantic, test)
+    if semantic_shuffled is not None:
+        out["semantic_shuffled"], _ = _semantic_scores(root, semantic_shuffled, test)
+        out["semantic_shuffled"]["ratio_to_chance"] = out["semantic_shuffled"]["top1"] / out["chance"]
+    if oracle:
+        from neuroimagen.training.data.twin.oracle import run_oracle
 
-        cls = {c.__name__: c for c in (sem_models.SemanticExtractor, sem_models.FeatureSemanticExtractor)}
-        name = read_model_config(semantic).get("_class_name")
-        if name not in cls:
-            raise ValueError(f"{semantic}: holds a {name}, not a semantic extractor ({', '.join(cls)})")
-        model = load_model(cls[name], semantic)
-        class_scores = sem_models.class_scores
-        targets = load_twin_targets(root, width=model.config.width if model.config.width != 768 else None,
-                                    n_tokens=model.config.n_tokens if model.config.n_tokens != 77 else None)
-        _, pooled = _batched(model, test.x)
-        scores = class_scores(pooled, targets.pooled)
-        top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
-        decoded = scores.argmax(1)
-        out["semantic"] = {"top1": float((decoded == test.label).float().mean()),
-                           "top5": float((top5 == test.label[:, None]).any(1).float().mean())}
+        acc = run_oracle(root, split="test", split_index=split_index)["accuracy"]
+        out["oracle"] = {"top1": acc}
+        for key in ("linear", "semantic"):
+            if key in out:
+                out[key]["fraction_of_oracle"] = out[key]["top1"] / acc
     if saliency is not None and pixel_encoder is not None:
-        from neuroimagen.training.models.pixel import PixelEncoder
+        from neuroimagen.training.models import pixel as pixel_models
+        from neuroimagen.training.models.format import read_model_config
         from neuroimagen.training.models.saliency import SaliencyGenerator
 
-        enc = load_model(PixelEncoder, pixel_encoder)
+        classes = {c.__name__: c for c in (pixel_models.PixelEncoder, pixel_models.FeaturePixelEncoder)}
+        name = read_model_config(pixel_encoder).get("_class_name")
+        if name not in classes:
+            raise ValueError(f"{pixel_encoder}: holds a {name}, not a pixel encoder ({', '.join(classes)})")
+        enc = load_model(classes[name], pixel_encoder)
         gen = load_model(SaliencyGenerator, saliency)
         size = gen.config.image_size
         pred = _batched(lambda x: gen(enc(x)), test.x)
@@ -111,3 +118,24 @@ def evaluate_extractors(
             "hemifield_acc": float(np.mean(centroid_hemifield(pred) == test.hemifield.numpy())),
         }
     return out
+
+
+def _semantic_scores(root: Path, folder: str | Path, test) -> tuple[dict, torch.Tensor]:
+    """Top-1/top-5 of a semantic extractor folder (either class) on the test trials, and its decoded class."""
+    from neuroimagen.training.models import semantic as sem_models
+    from neuroimagen.training.models.format import load_model, read_model_config
+    from neuroimagen.training.train.data import load_twin_targets
+
+    cls = {c.__name__: c for c in (sem_models.SemanticExtractor, sem_models.FeatureSemanticExtractor)}
+    name = read_model_config(folder).get("_class_name")
+    if name not in cls:
+        raise ValueError(f"{folder}: holds a {name}, not a semantic extractor ({', '.join(cls)})")
+    model = load_model(cls[name], folder)
+    targets = load_twin_targets(root, width=model.config.width if model.config.width != 768 else None,
+                                n_tokens=model.config.n_tokens if model.config.n_tokens != 77 else None)
+    _, pooled = _batched(model, test.x)
+    scores = sem_models.class_scores(pooled, targets.pooled)
+    top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    decoded = scores.argmax(1)
+    return ({"model": name, "top1": float((decoded == test.label).float().mean()),
+             "top5": float((top5 == test.label[:, None]).any(1).float().mean())}, decoded)

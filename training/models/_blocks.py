@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["PatchEmbed1D", "TransformerStack", "sincos_pos_embed"]
+__all__ = ["PatchEmbed1D", "TransformerStack", "binned_features", "ridge_fit", "sincos_pos_embed"]
 
 
 def sincos_pos_embed(n_positions: int, dim: int) -> torch.Tensor:
@@ -57,3 +57,38 @@ class TransformerStack(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+def binned_features(eeg: torch.Tensor, picks: torch.Tensor, bin_samples: int, log_variance: bool) -> torch.Tensor:
+    """The linear decoder's window features in torch (see ``linear_decoder.window_features``).
+
+    eeg (B, n_channels, n_times) -> (B, len(picks) * (n_times // bin_samples) [+ n_channels]):
+    the mean of each ``bin_samples`` bin of the picked channels, then every channel's log-variance.
+    """
+    n_bins = eeg.shape[-1] // bin_samples
+    binned = eeg[:, picks, : n_bins * bin_samples].reshape(
+        eeg.shape[0], len(picks), n_bins, bin_samples).mean(-1).flatten(1)
+    if not log_variance:
+        return binned
+    logvar = torch.log(eeg.float().var(dim=-1, unbiased=False) + 1e-12).to(binned.dtype)
+    return torch.cat([binned, logvar], dim=1)
+
+
+def ridge_fit(features: torch.Tensor, targets: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:
+    """Ridge regression in closed form (float64, ``torch.linalg``) on standardised features.
+
+    features (N, F), targets (N, D) -> ``mean``, ``scale`` (F,) of the features, ``weight`` (F, D)
+    and ``bias`` (D,) (the targets' mean: the intercept is not penalised), so that
+    ``(x - mean) / scale @ weight + bias`` predicts the targets.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if len(features) != len(targets):
+        raise ValueError(f"{len(features)} feature rows but {len(targets)} target rows")
+    f, y = features.double(), targets.double()
+    mean, scale = f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8)
+    fs = (f - mean) / scale
+    y_mean = y.mean(0)
+    gram = fs.T @ fs + alpha * torch.eye(fs.shape[1], dtype=torch.float64)
+    weight = torch.linalg.solve(gram, fs.T @ (y - y_mean))
+    return {"mean": mean, "scale": scale, "weight": weight, "bias": y_mean}

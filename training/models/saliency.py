@@ -36,11 +36,14 @@ class SaliencyGenerator(ModelMixin, ConfigMixin):
     noise_dim : 0 (deterministic) or the width of the optional noise input
     base_channels : channels at 8x8; halved at each doubling (at least 16)
     image_size : S, 4 * 2**k (64 default)
+    linear_head : add a linear map features -> image (3 * S * S) to the convolutional output,
+        which then starts at zero; :meth:`set_linear_basis` sets it in closed form (e.g. the
+        principal components of the training images, when the features are their coefficients)
     """
 
     @register_to_config
     def __init__(self, feature_dim: int = 128, noise_dim: int = 0, base_channels: int = 256,
-                 image_size: int = 64) -> None:
+                 image_size: int = 64, linear_head: bool = False) -> None:
         super().__init__()
         n_up = _n_doublings(image_size)
         self.fc = nn.Sequential(nn.Linear(feature_dim + noise_dim, base_channels * 16), nn.GELU())
@@ -57,6 +60,26 @@ class SaliencyGenerator(ModelMixin, ConfigMixin):
             c = c_out
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
+        self.linear: nn.Linear | None = None
+        if linear_head:
+            self.linear = nn.Linear(feature_dim, 3 * image_size * image_size)
+            nn.init.zeros_(self.to_rgb.weight)
+            nn.init.zeros_(self.to_rgb.bias)
+
+    @torch.no_grad()
+    def set_linear_basis(self, basis: torch.Tensor, mean: torch.Tensor) -> None:
+        """The linear head: image = mean + features @ basis (+ the convolutional residual), clipped to [0, 1].
+
+        basis : (feature_dim, 3, S, S); mean : (3, S, S)
+        """
+        s = self.config.image_size
+        if self.linear is None:
+            raise ValueError("this SaliencyGenerator has no linear head (linear_head=False)")
+        if basis.shape != (self.config.feature_dim, 3, s, s) or mean.shape != (3, s, s):
+            raise ValueError(f"basis must be ({self.config.feature_dim}, 3, {s}, {s}) and mean (3, {s}, {s}), "
+                             f"got {tuple(basis.shape)} and {tuple(mean.shape)}")
+        self.linear.weight.copy_(basis.reshape(len(basis), -1).T)
+        self.linear.bias.copy_(mean.reshape(-1))
 
     def forward(self, features: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         nd = self.config.noise_dim
@@ -65,7 +88,11 @@ class SaliencyGenerator(ModelMixin, ConfigMixin):
                 z = features.new_zeros(features.shape[0], nd)
             features = torch.cat([features, z], dim=1)
         x = self.fc(features).reshape(features.shape[0], self.config.base_channels, 4, 4)
-        return torch.sigmoid(self.to_rgb(self.blocks(x)))
+        out = self.to_rgb(self.blocks(x))
+        if self.linear is None:
+            return torch.sigmoid(out)
+        s = self.config.image_size
+        return (self.linear(features[:, : self.config.feature_dim]).reshape(-1, 3, s, s) + out).clamp(0, 1)
 
 
 class SaliencyDiscriminator(ModelMixin, ConfigMixin):

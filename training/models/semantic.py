@@ -31,7 +31,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from ._blocks import PatchEmbed1D, TransformerStack, sincos_pos_embed
+from ._blocks import PatchEmbed1D, TransformerStack, binned_features, ridge_fit, sincos_pos_embed
 
 __all__ = ["FMRISemanticExtractor", "FeatureSemanticExtractor", "SemanticExtractor", "class_scores"]
 
@@ -247,13 +247,7 @@ class FeatureSemanticExtractor(ModelMixin, ConfigMixin):
         c = self.config
         if eeg.ndim != 3 or eeg.shape[1:] != (c.n_channels, c.n_times):
             raise ValueError(f"expected windows (B, {c.n_channels}, {c.n_times}), got {tuple(eeg.shape)}")
-        n_bins = c.n_times // c.bin_samples
-        binned = eeg[:, self.picks, : n_bins * c.bin_samples].reshape(
-            eeg.shape[0], len(self.picks), n_bins, c.bin_samples).mean(-1).flatten(1)
-        if not c.log_variance:
-            return binned
-        logvar = torch.log(eeg.float().var(dim=-1, unbiased=False) + 1e-12).to(binned.dtype)
-        return torch.cat([binned, logvar], dim=1)
+        return binned_features(eeg, self.picks, c.bin_samples, c.log_variance)
 
     def class_code(self, eeg: torch.Tensor) -> torch.Tensor:
         """The class code (B, n_classes): ridge scores of each class (+ the residual MLP's)."""
@@ -294,23 +288,13 @@ class FeatureSemanticExtractor(ModelMixin, ConfigMixin):
         if class_tokens.shape != (k, c.n_tokens, c.width) or class_pooled.shape != (k, c.width):
             raise ValueError(f"class embeddings must be ({k}, {c.n_tokens}, {c.width}) and ({k}, {c.width}), "
                              f"got {tuple(class_tokens.shape)} and {tuple(class_pooled.shape)}")
-        if len(eeg) != len(labels):
-            raise ValueError(f"{len(eeg)} windows but {len(labels)} labels")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
-        # 1. features, standardised (float64 for the solve)
-        f = torch.cat([self.features(eeg[i:i + batch_size]).double() for i in range(0, len(eeg), batch_size)])
-        mean, scale = f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8)
-        fs = (f - mean) / scale
-        self.feature_mean.copy_(mean.float())
-        self.feature_scale.copy_(scale.float())
-        # 2. code: ridge on one-hot labels, the intercept unpenalised (the mean code)
-        y = torch.nn.functional.one_hot(labels.long(), k).double()
-        y_mean = y.mean(0)
-        gram = fs.T @ fs + alpha * torch.eye(fs.shape[1], dtype=torch.float64)
-        w = torch.linalg.solve(gram, fs.T @ (y - y_mean))
-        self.code.weight.copy_(w.T.float())
-        self.code.bias.copy_(y_mean.float())
+        # 1. features; 2. code: ridge on one-hot labels (the intercept, the mean code, unpenalised)
+        f = torch.cat([self.features(eeg[i:i + batch_size]) for i in range(0, len(eeg), batch_size)])
+        fit = ridge_fit(f, torch.nn.functional.one_hot(labels.long(), k), alpha)
+        self.feature_mean.copy_(fit["mean"].float())
+        self.feature_scale.copy_(fit["scale"].float())
+        self.code.weight.copy_(fit["weight"].T.float())
+        self.code.bias.copy_(fit["bias"].float())
         # 3. token head: the class tokens' mean + their first token_rank principal components
         t = class_tokens.double().reshape(k, -1)
         t_mean = t.mean(0)

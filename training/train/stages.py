@@ -144,26 +144,50 @@ class MAEStage(_Base):
         return {"mae": save_model(self._unwrap(self.model), folder / "mae")}
 
 
+def interpolate_masked(eeg: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation in time of each channel across the masked samples.
+
+    eeg (B, C, T); visible (B, T) bool -> (B, C, T): visible samples kept, masked ones the straight
+    line between the nearest visible samples before and after (held flat at the window's ends).
+    """
+    b, c, t = eeg.shape
+    idx = torch.arange(t, device=eeg.device).expand(b, t)
+    prev = torch.where(visible, idx, torch.full_like(idx, -1)).cummax(dim=1).values
+    nxt = torch.where(visible, idx, torch.full_like(idx, t)).flip(1).cummin(dim=1).values.flip(1)
+    prev, nxt = torch.where(prev < 0, nxt, prev), torch.where(nxt >= t, prev, nxt)
+    w = ((idx - prev) / (nxt - prev).clamp_min(1)).to(eeg.dtype)[:, None]
+    gather = lambda i: eeg.gather(2, i[:, None].expand(b, c, t))  # noqa: E731
+    return gather(prev) * (1 - w) + gather(nxt) * w
+
+
 @torch.no_grad()
 def mae_heldout_loss(model, x: torch.Tensor, mean_window: torch.Tensor, device, seed: int = 1234) -> dict:
-    """Masked-patch MSE of the model and of the mean predictor, on the same seeded masks.
+    """Masked-patch MSE of the model and of two baselines, on the same seeded masks.
 
-    The mean predictor outputs the training set's mean window for every masked patch.
+    The mean predictor outputs the training set's mean window for every masked patch; the
+    interpolation predictor adds to it the linear interpolation in time of each channel's
+    residual (window - mean) from the visible samples around each masked span.
     """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    tot_m = tot_b = n = 0.0
-    mean_p = model.patchify(mean_window[None].to(device))
+    tot_m = tot_b = tot_i = n = 0.0
+    mean_w = mean_window[None].to(device)
+    mean_p = model.patchify(mean_w)
+    p = model.config.patch_size
     for s in iter_minibatches(len(x), EVAL_BATCH):
         eeg = x[s].to(device)
         out = model(eeg, generator=gen)
         target = model.patchify(eeg)
         base = ((mean_p - target) ** 2).mean(-1)
+        visible = (out.mask == 0).repeat_interleave(p, dim=1)
+        interp = model.patchify(mean_w + interpolate_masked(eeg - mean_w, visible))
         k = out.mask.sum()
         tot_m += float(out.loss) * float(k)
         tot_b += float((base * out.mask).sum())
+        tot_i += float((((interp - target) ** 2).mean(-1) * out.mask).sum())
         n += float(k)
-    return {"masked_mse": tot_m / n, "mean_predictor_mse": tot_b / n, "ratio": tot_m / tot_b}
+    return {"masked_mse": tot_m / n, "mean_predictor_mse": tot_b / n, "ratio": tot_m / tot_b,
+            "interp_predictor_mse": tot_i / n, "ratio_to_interp": tot_m / tot_i}
 
 
 # --------------------------------------------------------------------------- contrastive
@@ -279,10 +303,21 @@ class SaliencyStage(_Base):
 
     name = "saliency"
 
-    def __init__(self, config: SaliencyStageConfig, twin_dir, encoder_path: str | Path,
+    def __init__(self, config: SaliencyStageConfig, twin_dir, encoder_path: str | Path | None,
                  modality: str = "eeg") -> None:
         super().__init__(config, twin_dir, modality)
-        self.encoder_path = Path(encoder_path)
+        if config.features is not None:
+            if encoder_path is not None:
+                raise ValueError("this saliency preset fits its own pixel encoder (features: set); "
+                                 "drop --encoder")
+            if modality != "eeg" or not config.generator.linear_head:
+                raise ValueError("the features pixel path needs EEG and generator.linear_head: true")
+            if config.loss.encoder_lr_ratio > 0:
+                raise ValueError("the features pixel encoder is fitted in closed form; set loss.encoder_lr_ratio=0")
+        elif encoder_path is None:
+            raise ValueError("the saliency stage needs --encoder (a pixel encoder model folder)")
+        self.encoder_path = Path(encoder_path) if encoder_path is not None else None
+        self.closed_form: dict | None = None
 
     def setup(self, ctx: RunContext) -> None:
         from neuroimagen.training.models.format import load_model
@@ -295,10 +330,14 @@ class SaliencyStage(_Base):
         size = c.generator.image_size
         self.train_images = load_images(self.twin_dir, self.train.images, size)
         self.val_images = load_images(self.twin_dir, self.val.images, size)
-        enc_cls = FMRIPixelEncoder if self.modality == "fmri" else PixelEncoder
-        encoder = load_model(enc_cls, self.encoder_path)
-        feat_dim = encoder.config.feature_dim
-        gen = SaliencyGenerator(feature_dim=feat_dim, **c.generator.model_dump())
+        if c.features is not None:
+            encoder, gen = self._closed_form(size)
+            feat_dim = encoder.config.feature_dim
+        else:
+            enc_cls = FMRIPixelEncoder if self.modality == "fmri" else PixelEncoder
+            encoder = load_model(enc_cls, self.encoder_path)
+            feat_dim = encoder.config.feature_dim
+            gen = SaliencyGenerator(feature_dim=feat_dim, **c.generator.model_dump())
         disc = SaliencyDiscriminator(feature_dim=feat_dim, image_size=size, **c.discriminator.model_dump())
         t = c.trainer
         self.finetune = c.loss.encoder_lr_ratio > 0
@@ -320,6 +359,44 @@ class SaliencyStage(_Base):
             self.encoder = encoder.to(self.acc.device)
             self.gen, self.disc, self.opt_g, self.opt_d, self.sched_g, self.sched_d = self.acc.prepare(
                 gen, disc, opt_g, opt_d, sg, sd)
+
+    def _closed_form(self, size: int):
+        """A FeaturePixelEncoder + linear-head generator fitted in closed form; the val images pick alpha."""
+        from neuroimagen.training.models.pixel import FeaturePixelEncoder
+        from neuroimagen.training.models.saliency import SaliencyGenerator
+
+        f = self.config.features
+        # 1. principal components of the training images (each distinct image once)
+        flat = self.train_images.double().reshape(len(self.train_images), -1)
+        mean = flat.mean(0)
+        r = min(f.n_components, len(flat) - 1)
+        vt = torch.linalg.svd(flat - mean, full_matrices=False).Vh[:r]
+        coefs = ((flat - mean) @ vt.T).float()[self.train.image_index]
+        encoder = FeaturePixelEncoder(**self._input_shape(), bin_samples=f.bin_samples,
+                                      log_variance=f.log_variance, feature_dim=r)
+        gen = SaliencyGenerator(feature_dim=r, **self.config.generator.model_dump())
+        gen.set_linear_basis(vt.float().reshape(r, 3, size, size), mean.float().reshape(3, size, size))
+        # 2. ridge per penalty; keep the best on val (SSIM + PCC + hemifield accuracy: the three measures)
+        best = None
+        for alpha in f.ridge_alphas:
+            encoder.fit_closed_form(self.train.x, coefs, alpha)
+            m = self._image_metrics(encoder.eval(), gen.eval(), "cpu")
+            logger.info("saliency closed form: alpha %g -> val %s", alpha, m)
+            if best is None or _saliency_score(m) > _saliency_score(best[0]):
+                best = (m, alpha, {k: v.clone() for k, v in encoder.state_dict().items()})
+        encoder.load_state_dict(best[2])
+        self.closed_form = {"metrics": best[0], "alpha": best[1],
+                            "gen": {k: v.clone() for k, v in gen.state_dict().items()}}
+        return encoder, gen
+
+    def _image_metrics(self, enc, gen, device) -> dict[str, float]:
+        from neuroimagen.training.eval.metrics import pcc, ssim
+        from neuroimagen.training.eval.saliency import centroid_hemifield
+
+        pred = _batched(lambda b: gen(enc(b)), self.val.x, device)[0]
+        truth = self.val_images[self.val.image_index]
+        return {"ssim": float(np.mean(ssim(pred, truth))), "pcc": float(np.nanmean(pcc(pred, truth))),
+                "hemifield_acc": float(np.mean(centroid_hemifield(pred) == self.val.hemifield.numpy()))}
 
     def batch(self, idx, device):
         out = {"image": self.train_images[self.train.image_index[idx]].to(device)}
@@ -373,14 +450,17 @@ class SaliencyStage(_Base):
         gen = self._unwrap(self.gen).eval()
         return _batched(lambda b: gen(enc(b)), x, self.acc.device)[0]
 
-    def evaluate(self) -> dict[str, float]:
-        from neuroimagen.training.eval.metrics import pcc, ssim
-        from neuroimagen.training.eval.saliency import centroid_hemifield
+    def _keep_closed_form(self, m: dict[str, float]) -> bool:
+        return _saliency_score(m) <= _saliency_score(self.closed_form["metrics"])
 
-        pred = self.generate(self.val.x)
-        truth = self.val_images[self.val.image_index]
-        return {"ssim": float(np.mean(ssim(pred, truth))), "pcc": float(np.nanmean(pcc(pred, truth))),
-                "hemifield_acc": float(np.mean(centroid_hemifield(pred) == self.val.hemifield.numpy()))}
+    def evaluate(self) -> dict[str, float]:
+        out = self._image_metrics(self._unwrap(self.encoder).eval(), self._unwrap(self.gen).eval(), self.acc.device)
+        if self.closed_form is not None:
+            # the features path keeps the closed-form generator unless the GAN beat it on val
+            out.update({f"closed_form_{k}": v for k, v in self.closed_form["metrics"].items()})
+            out["closed_form_alpha"] = self.closed_form["alpha"]
+            out["kept_closed_form"] = float(self._keep_closed_form(out))
+        return out
 
     def save_samples(self, folder: Path, step: int) -> None:
         n = min(8, len(self.val))
@@ -391,12 +471,29 @@ class SaliencyStage(_Base):
     def export(self, folder: Path) -> dict[str, Path]:
         from neuroimagen.training.models.format import save_model
 
-        out = {"saliency_generator": save_model(self._unwrap(self.gen), folder / "saliency_generator"),
+        gen = self._unwrap(self.gen)
+        if self.closed_form is not None:
+            m = self._image_metrics(self._unwrap(self.encoder).eval(), gen.eval(), self.acc.device)
+            if self._keep_closed_form(m):
+                logger.info("saliency: keeping the closed-form generator (val %s; the GAN reached %s)",
+                            self.closed_form["metrics"], m)
+                import copy
+
+                gen = copy.deepcopy(gen)
+                gen.load_state_dict(self.closed_form["gen"])
+        out = {"saliency_generator": save_model(gen, folder / "saliency_generator"),
                "saliency_discriminator": save_model(self._unwrap(self.disc), folder / "saliency_discriminator")}
+        if self.closed_form is not None:
+            out["pixel_encoder"] = save_model(self._unwrap(self.encoder), folder / "pixel_encoder")
         if self.finetune:
             name = "fmri_pixel_encoder" if self.modality == "fmri" else "pixel_encoder"
             out[name] = save_model(self._unwrap(self.encoder), folder / name)
         return out
+
+
+def _saliency_score(m: dict[str, float]) -> float:
+    """What the features path maximises on val: SSIM + PCC + hemifield accuracy."""
+    return m["ssim"] + m["pcc"] + m["hemifield_acc"]
 
 
 def save_grid(images: torch.Tensor, path: Path, n_cols: int) -> Path:
@@ -571,8 +668,6 @@ def build_stage(name: str, config, twin_dir, modality: str = "eeg", encoder: str
     if name == "contrastive":
         return ContrastiveStage(config, twin_dir, modality)
     if name == "saliency":
-        if encoder is None:
-            raise ValueError("the saliency stage needs --encoder (a pixel encoder model folder)")
         return SaliencyStage(config, twin_dir, encoder, modality)
     if name == "semantic":
         return SemanticStage(config, twin_dir, modality, init_mae)
