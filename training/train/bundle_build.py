@@ -222,6 +222,7 @@ def build_bundle(
     dict
         ``bundle`` (its folder), ``stage_s`` (seconds per stage, this call), ``metrics``.
     """
+    from neuroimagen.training.config import load_stage_config
     from neuroimagen.training.train.generator import assemble_bundle, build_generator
 
     say = progress or logger.info
@@ -242,18 +243,21 @@ def build_bundle(
     # 1. the twin; 2.-4. the extractors, through the extractor stages' own code
     timed("twin", lambda: _twin(cfg, twin, say))
     if only == "generator":
-        from neuroimagen.training.config import load_stage_config
-
         sem_cfg = load_stage_config("semantic", cfg.semantic.preset, cfg.semantic.params)
         targets = _targets(twin, {"semantic_width": sem_cfg.width, "semantic_n_tokens": sem_cfg.n_tokens,
                                   "semantic_seed": sem_cfg.trainer.seed})
         gen = timed("generator", lambda: build_generator(twin, out / "generator", cfg.generator, progress=say,
                                                          targets=targets))
         return {"bundle": None, "stage_s": times, "metrics": {}, "generator": gen}
-    con = timed("contrastive", lambda: _extractor("contrastive", cfg.contrastive, twin, out / "contrastive",
-                                                   resume, say))
-    sal = timed("saliency", lambda: _extractor("saliency", cfg.saliency, twin, out / "saliency", resume, say,
-                                               encoder=con["models"]["pixel_encoder"]))
+    if load_stage_config("saliency", cfg.saliency.preset, cfg.saliency.params).features is not None:
+        # this saliency preset fits its own pixel encoder (closed form): no contrastive stage
+        con = {"models": {}}
+        sal = timed("saliency", lambda: _extractor("saliency", cfg.saliency, twin, out / "saliency", resume, say))
+    else:
+        con = timed("contrastive", lambda: _extractor("contrastive", cfg.contrastive, twin,
+                                                       out / "contrastive", resume, say))
+        sal = timed("saliency", lambda: _extractor("saliency", cfg.saliency, twin, out / "saliency", resume, say,
+                                                   encoder=con["models"]["pixel_encoder"]))
     sem = timed("semantic", lambda: _extractor("semantic", cfg.semantic, twin, out / "semantic", resume, say))
     if only == "extractors":
         return {"bundle": None, "stage_s": times, "metrics": {}, "generator": {}}
@@ -263,7 +267,7 @@ def build_bundle(
     gen = timed("generator", lambda: build_generator(twin, gen_dir, cfg.generator, progress=say, targets=targets))
     # 6. the bundle, then 7. its held-out evaluation (written into the manifest's metrics)
     # a saliency run that fine-tuned the encoder (loss.encoder_lr_ratio > 0) exports the encoder it trained with
-    pixel = sal["models"].get("pixel_encoder", con["models"]["pixel_encoder"])
+    pixel = sal["models"].get("pixel_encoder") or con["models"]["pixel_encoder"]
     extractors = {"pixel_encoder": pixel, "saliency": sal["models"]["saliency_generator"],
                   "semantic": sem["models"]["semantic_extractor"]}
     frame = cfg.frame.model_dump()

@@ -88,7 +88,6 @@ def evaluate_bundle_parts(
         Img2ImgFrame,
         load_scheduler,
     )
-    from neuroimagen.training.models.pixel import PixelEncoder
     from neuroimagen.training.models.saliency import SaliencyGenerator
     from neuroimagen.training.models.semantic import class_scores
     from neuroimagen.training.train.data import load_images, load_trials
@@ -105,7 +104,7 @@ def evaluate_bundle_parts(
     size = gcfg.image_size
     truth = load_images(twin_dir, image_stems, size)
     # 2. the extractors
-    pix = load_model(PixelEncoder, extractors["pixel_encoder"]).eval()
+    pix = _load_any(extractors["pixel_encoder"])  # PixelEncoder or FeaturePixelEncoder
     sal = load_model(SaliencyGenerator, extractors["saliency"]).eval()
     sem = _load_any(extractors["semantic"])  # SemanticExtractor or FeatureSemanticExtractor
     saliency = _batched(lambda e: sal(pix(e)), x)
