@@ -49,11 +49,17 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
     dict
         The engine's final metrics, plus ``gui`` (the window's figures) and
         ``screenshot`` (the path, when one was saved).
+
+    Notes
+    -----
+    With ``gui.engine: process`` the calling thread's priority is lowered by
+    ``gui.nice`` (Linux) and stays lowered: call it from the thread that runs the GUI.
     """
     import sys
 
     from PyQt6 import QtCore, QtWidgets
 
+    from .priority import ProcessSpawner, lower_gui_priority
     from .window import MainWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["neuroimagen"])
@@ -62,9 +68,15 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
     old_interval = sys.getswitchinterval()
     if gui_cfg.gil_switch_interval_s is not None:
         sys.setswitchinterval(gui_cfg.gil_switch_interval_s)
+    # the engine's process is started by a thread that keeps this process's priority; then this
+    # (GUI) thread lowers its own, so a busy machine favours the engine (gui.priority)
+    spawner = ProcessSpawner()
+    spawner.start()
+    if gui_cfg.engine == "process":  # engine threads in this process would inherit it
+        lower_gui_priority(gui_cfg.nice)
     window = MainWindow(stream_cfg, rt_cfg, gui_cfg, bundle=bundle, out_root=out_root,
                         resolved_config=resolved_config, truth_images=truth_images,
-                        scorer_factory=scorer_factory, scorer_spec=scorer_spec)
+                        scorer_factory=scorer_factory, scorer_spec=scorer_spec, spawner=spawner)
     result: dict[str, Any] = {}
 
     def shoot() -> None:
@@ -95,6 +107,7 @@ def run_gui(stream_cfg: Any, rt_cfg: Any, gui_cfg: Any, *, bundle: str | Path | 
         app.exec()
     finally:
         sys.setswitchinterval(old_interval)
+        spawner.stop()
     if window.error:
         result.setdefault("gui_error", window.error)
     return result

@@ -163,17 +163,20 @@ class ProcessRunner:
     the transport for samples); frames, saliency, top-k and metrics come through
     a :class:`~.transport.SnapshotReader` block (a seqlock, never waited on).
 
+    spawner : ProcessSpawner | None
+        Starts the engine's process (see :mod:`.priority`); None: this thread does.
+
     Notes
     -----
-    Threading: the GUI thread calls everything; the inlets have their own
-    threads. A child that exits with an error is reported by :meth:`check`
+    Threading: the GUI thread calls everything; the inlets have no threads. A child that exits with an error is reported by :meth:`check`
     with the tail of its stderr.
     """
 
     def __init__(self, bundle: Any, stream_name: str, stream_cfg: StreamConfig, rt_cfg: RealtimeConfig, *,
                  out_dir: str | Path, resolved_config: Mapping[str, Any] | None = None,
-                 scorer_spec: Mapping[str, Any] | None = None) -> None:
+                 scorer_spec: Mapping[str, Any] | None = None, spawner: Any = None) -> None:
         self.bundle_path = Path(bundle)
+        self.spawner = spawner
         self.stream_name = stream_name
         self.stream_cfg = stream_cfg
         self.rt_cfg = rt_cfg
@@ -210,8 +213,10 @@ class ProcessRunner:
         script = Path(sys.executable).with_name("neuroimagen")
         cmd = [str(script)] if script.is_file() else [sys.executable, "-c",
                                                       "from neuroimagen.realtime.cli import main; main()"]
-        self.proc = subprocess.Popen([*cmd, "engine-process", json.dumps(spec, default=str)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        # from the spawner's thread when there is one: the engine keeps the priority the GUI gave up
+        popen = self.spawner.popen if self.spawner is not None else subprocess.Popen
+        self.proc = popen([*cmd, "engine-process", json.dumps(spec, default=str)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
 
     # ------------------------------------------------------------------ polling
 
@@ -251,6 +256,11 @@ class ProcessRunner:
             self._opener.start()
         if self._opener is not None:
             self._opener.check()
+        # 2. the scope's inlets have no threads: pulled here, once per tick (see _ScopeInletOpener)
+        if self.inlet is not None:
+            self.inlet.acquire()
+        if self.marker_inlet is not None:
+            self.marker_inlet.acquire()
 
     def source(self) -> tuple[Any, Any, Any, float] | None:
         inlet = self.inlet
@@ -303,7 +313,14 @@ class ProcessRunner:
 
 
 class _ScopeInletOpener(Worker):
-    """Open the scope's own EEG (and marker) inlet on the stream, off the GUI thread, once."""
+    """Open the scope's own EEG (and marker) inlet on the stream, off the GUI thread, once.
+
+    The inlets get no acquisition threads (``start(thread=False)``): the GUI thread
+    pulls what arrived once per tick (:meth:`ProcessRunner.check`). An inlet thread
+    polling every millisecond would wake this process 1000 times a second for a
+    display that redraws 30 times, and each wake competes for the cores the
+    engine's process needs.
+    """
 
     def __init__(self, runner: ProcessRunner) -> None:
         super().__init__(f"gui-scope-inlet[{runner.stream_name}]", stop_timeout_s=30.0)
@@ -315,11 +332,11 @@ class _ScopeInletOpener(Worker):
         r = self.runner
         cfg = r.stream_cfg.inlet.model_copy(update={"name": r.stream_name, "source_id": None})
         inlet = EEGInlet(cfg)
-        inlet.start()
+        inlet.start(thread=False)
         r.inlet = inlet
         markers = MarkerInlet(f"{r.stream_name}-markers", cfg.model_copy(update={"resolve_timeout_s": 1.0}))
         try:
-            markers.start()
+            markers.start(thread=False)
             r.marker_inlet = markers
         except StreamNotFoundError:
             logger.info("no marker stream %s-markers: the scope draws no stimulus lines", r.stream_name)

@@ -53,6 +53,17 @@ def _image_view(title: str) -> tuple[pg.GraphicsLayoutWidget, pg.ImageItem]:
     return w, item
 
 
+def _fix_size(label: QtWidgets.QLabel, width: int, n_lines: int) -> None:
+    """A fixed size for a label whose text changes while running.
+
+    A widget whose minimum and maximum sizes are equal does not invalidate its
+    parent's layout when its text changes; otherwise every new figure would
+    relayout (and repaint) the whole window.
+    """
+    label.setFixedSize(width, n_lines * label.fontMetrics().lineSpacing() + 4)
+    label.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """The NeuroImagen live view.
 
@@ -73,6 +84,8 @@ class MainWindow(QtWidgets.QMainWindow):
         ``bundle -> Scorer`` for live scoring (the CLI wires in training.eval); thread engine.
     scorer_spec : mapping | None
         The same for the engine process: ``{"twin": DIR}`` scores against a twin's images.
+    spawner : ProcessSpawner | None
+        Starts the engine's process at the priority the GUI gave up (:mod:`.priority`).
 
     Attributes
     ----------
@@ -91,8 +104,9 @@ class MainWindow(QtWidgets.QMainWindow):
                  gui_cfg: GuiConfig | None = None, *, bundle: str | Path | None = None,
                  out_root: str | Path = "sessions/gui", resolved_config: Mapping[str, Any] | None = None,
                  truth_images: Mapping[str, Path] | None = None, scorer_factory: Any = None,
-                 scorer_spec: Mapping[str, Any] | None = None) -> None:
+                 scorer_spec: Mapping[str, Any] | None = None, spawner: Any = None) -> None:
         super().__init__()
+        self.spawner = spawner
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
         self.stream_cfg = stream_cfg or StreamConfig()
         self.rt_cfg = rt_cfg or RealtimeConfig()
@@ -119,11 +133,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._strip: deque[np.ndarray] = deque(maxlen=self.gui_cfg.strip_n)
         self._tick_cost_s: deque[float] = deque(maxlen=30)
         self._interval_ms = 1000.0 / self.gui_cfg.refresh_hz
+        self.n_ticks = 0
+        self._next_panels = 0.0
         self.setWindowTitle("NeuroImagen")
         self._build()
+        # a precise single-shot timer re-armed against a deadline: Qt's default (coarse, 5 %) timer
+        # and re-arming "interval after this tick" both lose frames against a 33 ms target
         self.timer = QtCore.QTimer(self)
         self.timer.setSingleShot(True)
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
+        self._next_tick_s = time.perf_counter() + self._interval_ms / 1e3
         self.timer.start(int(self._interval_ms))
 
     # ------------------------------------------------------------------ layout
@@ -184,6 +204,7 @@ class MainWindow(QtWidgets.QMainWindow):
             g.addWidget(QtWidgets.QLabel(key), 4 + i, 0)
             label = QtWidgets.QLabel("-")
             label.setWordWrap(True)
+            _fix_size(label, 210, 2)
             g.addWidget(label, 4 + i, 1)
             self.status_labels[key] = label
         box.setMaximumWidth(330)
@@ -260,15 +281,16 @@ class MainWindow(QtWidgets.QMainWindow):
             v.addWidget(bar)
             self.topk_bars.append(bar)
         v.addWidget(QtWidgets.QLabel(f"last {self.gui_cfg.strip_n} reconstructions"))
+        # one image of tiles (newest first), not one item per frame: a new frame then costs one
+        # image upload and one paint instead of strip_n of each
         self.strip_widget = pg.GraphicsLayoutWidget()
         self.strip_widget.setBackground((25, 25, 30))
-        self.strip_items: list[pg.ImageItem] = []
-        for i in range(self.gui_cfg.strip_n):
-            vb = self.strip_widget.addViewBox(row=i // 4, col=i % 4, lockAspect=True, enableMouse=False)
-            vb.invertY(True)
-            item = pg.ImageItem(axisOrder="row-major")
-            vb.addItem(item)
-            self.strip_items.append(item)
+        vb = self.strip_widget.addViewBox(row=0, col=0, lockAspect=True, enableMouse=False)
+        vb.invertY(True)
+        self.strip_item = pg.ImageItem(axisOrder="row-major")
+        vb.addItem(self.strip_item)
+        self.strip_image = np.zeros((0, 0, 3), np.uint8)
+        self._strip_tile = (0, 0, 1)
         self.strip_widget.setMinimumHeight(160)
         v.addWidget(self.strip_widget)
         box.setMinimumWidth(520)
@@ -292,8 +314,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latency_plot.setMinimumHeight(170)
         h.addWidget(self.latency_plot, 1)
         self.perf_label = QtWidgets.QLabel("-")
-        self.perf_label.setMinimumWidth(260)
         self.perf_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        self.perf_label.setWordWrap(True)
+        _fix_size(self.perf_label, 235, 7)
         h.addWidget(self.perf_label)
         box.setMaximumHeight(230)
         return box
@@ -383,7 +406,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stream_combo.setCurrentText(name)
         if self.gui_cfg.engine == "process":
             self.runner = ProcessRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
-                                        resolved_config=self.resolved_config, scorer_spec=self.scorer_spec)
+                                        resolved_config=self.resolved_config, scorer_spec=self.scorer_spec,
+                                        spawner=self.spawner)
         else:
             self.runner = EngineRunner(bundle, name, self.stream_cfg, rt_cfg, out_dir=out,
                                        resolved_config=self.resolved_config,
@@ -473,18 +497,26 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"ERROR: {text}")
         self.status_labels["state"].setText("error")
 
+    CATCH_UP = 3
+
     def _tick(self) -> None:
         t0 = time.perf_counter()
+        self.n_ticks += 1
         try:
             self._poll()
         finally:
-            cost = time.perf_counter() - t0
+            now = time.perf_counter()
             # the traces are painted later by the event loop: count the last paint as this tick's too
-            self._tick_cost_s.append(cost + self.scope.traces.last_paint_s)
+            self._tick_cost_s.append(now - t0 + self.scope.traces.last_paint_s)
             # adapt: never more than half the time in the GUI thread's redraws
             target = 1000.0 / self.gui_cfg.refresh_hz
             self._interval_ms = max(target, 2000.0 * float(np.median(self._tick_cost_s)))
-            self.timer.start(max(1, int(self._interval_ms - cost * 1e3)))
+            # fixed-rate: the next deadline is one interval after this one (not after this tick's end),
+            # so a tick the busy machine started late is made up; a backlog of at most CATCH_UP
+            # intervals, never a burst (a GUI that cannot keep up slows its target above instead)
+            interval_s = self._interval_ms / 1e3
+            self._next_tick_s = max(self._next_tick_s + interval_s, now - self.CATCH_UP * interval_s)
+            self.timer.start(max(0, int(round((self._next_tick_s - now) * 1e3))))
 
     def _poll(self) -> None:
         runner = self.runner
@@ -517,14 +549,20 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.scope.add_markers([t for t, _ in runner.marker_inlet.pop_markers()])
             self.scope.pull()
             self.scope.redraw()
-        # 3. a new snapshot: decoding view and performance panel
+        # 3. a new snapshot: decoding view every frame; the figures at most gui.panel_hz times a second
         snap = runner.latest_snapshot()
         if snap is None:
             return
+        now = time.monotonic()
+        panels = now >= self._next_panels
+        if panels:
+            self._next_panels = now + 1.0 / self.gui_cfg.panel_hz
         if snap.seq != self.shown_seq and snap.frame is not None:
-            self.show_snapshot(snap)
-        if source is not None:
-            self._stream_dynamic(source[0], snap)
+            self.show_snapshot(snap, metrics=False)
+        if panels:
+            self._show_metrics(snap)
+            if source is not None:
+                self._stream_dynamic(source[0], snap)
 
     # ------------------------------------------------------------------ rendering
 
@@ -545,8 +583,8 @@ class MainWindow(QtWidgets.QMainWindow):
             text += f" | {SIMULATED_NOTICE}"
         self.banner.setText(text)
 
-    def show_snapshot(self, snap: Any) -> None:
-        """Draw a snapshot's frame (images, top-k, strip) and figures (GUI thread)."""
+    def show_snapshot(self, snap: Any, *, metrics: bool = True) -> None:
+        """Draw a snapshot's frame (images, top-k, strip) and, with ``metrics``, its figures (GUI thread)."""
         f = snap.frame
         self.saliency_item.setImage(f.saliency, autoLevels=False, levels=(0, 255))
         self.image_item.setImage(f.image, autoLevels=False, levels=(0, 255))
@@ -563,16 +601,37 @@ class MainWindow(QtWidgets.QMainWindow):
                 name, score = item
                 bar.setValue(int(round(max(0.0, min(1.0, (score + 1) / 2)) * 1000)))
                 bar.setFormat(f"{name}  {score:+.3f}")
-        self._strip.appendleft(f.image)
-        for item, img in zip(self.strip_items, list(self._strip) + [None] * len(self.strip_items), strict=False):
-            if img is None:
-                item.clear()
-            else:
-                item.setImage(img, autoLevels=False, levels=(0, 255))
-        self._show_metrics(snap)
+        self._draw_strip(f.image)
+        if metrics:
+            self._show_metrics(snap)
         self.shown_seq = snap.seq
         self.shown_frame = f
         self.n_frames_shown += 1
+
+    STRIP_COLS, STRIP_GAP, STRIP_TILE_PX = 4, 2, 96
+
+    def _draw_strip(self, image: np.ndarray) -> None:
+        """Add ``image`` (uint8 (H, W, 3)) to the strip: thumbnails of the last ``strip_n``, newest first."""
+        step = max(1, -(-max(image.shape[:2]) // self.STRIP_TILE_PX))  # at most STRIP_TILE_PX per side
+        thumb = image[::step, ::step]
+        th, tw = thumb.shape[:2]
+        if self._strip_tile != (th, tw, step):  # a new frame size: a new strip
+            self._strip_tile = (th, tw, step)
+            self._strip.clear()
+            n_rows = -(-self.gui_cfg.strip_n // self.STRIP_COLS)
+            g = self.STRIP_GAP
+            self.strip_image = np.empty((n_rows * (th + g), self.STRIP_COLS * (tw + g), 3), np.uint8)
+            self.strip_image[:] = (25, 25, 30)
+        self._strip.appendleft(thumb)
+        for i, t in enumerate(self._strip):
+            self.strip_tile(i)[:] = t
+        self.strip_item.setImage(self.strip_image, autoLevels=False, levels=(0, 255))
+
+    def strip_tile(self, i: int) -> np.ndarray:
+        """The strip's tile ``i`` (0: the newest frame), a view into :attr:`strip_image`."""
+        th, tw, _ = self._strip_tile
+        r, c, g = i // self.STRIP_COLS, i % self.STRIP_COLS, self.STRIP_GAP
+        return self.strip_image[r * (th + g):r * (th + g) + th, c * (tw + g):c * (tw + g) + tw]
 
     def _truth(self, image: str | None) -> np.ndarray | None:
         if not image or image not in self.truth_images:
@@ -645,6 +704,8 @@ class MainWindow(QtWidgets.QMainWindow):
             "scope_fps_last_s": self.scope.fps,
             "scope_fps_mean": self.scope.mean_fps(),
             "tick_ms_median": 1e3 * float(np.median(self._tick_cost_s)) if self._tick_cost_s else None,
+            "paint_ms_median": self.scope.traces.paint_ms(50),
+            "paint_ms_p99": self.scope.traces.paint_ms(99),
             "redraw_interval_ms": self._interval_ms,
         }
 

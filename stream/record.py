@@ -202,6 +202,11 @@ class Recorder(Worker):
     def n_samples(self) -> dict[str, int]:
         return {s.header["name"]: s.n_samples for s in self._streams}
 
+    @property
+    def last_timestamps(self) -> dict[str, float | None]:
+        """Each stream's newest recorded timestamp (its source clock), None before the first sample."""
+        return {s.header["name"]: s.last_ts for s in self._streams}
+
     def stats(self) -> dict[str, Any]:
         """Samples per stream, gaps (samples and seconds) and reconnects so far."""
         return {
@@ -501,10 +506,12 @@ def read_recorder_dir(out_dir: str | Path) -> list[RecordedStream]:
             continue
         dtype = np.dtype(_NP_FORMATS[header["channel_format"]])
         n_ch = int(header["n_channels"])
-        raw = np.fromfile(folder / "data.bin", dtype=np.uint8)
         ts = np.fromfile(folder / "timestamps.bin", dtype="<f8") if (folder / "timestamps.bin").exists() else np.zeros(0)
-        n = min(raw.size // (dtype.itemsize * n_ch), ts.size)
-        data = raw[: n * dtype.itemsize * n_ch].view(dtype).reshape(n, n_ch)
+        n_bytes = (folder / "data.bin").stat().st_size if (folder / "data.bin").exists() else 0
+        n = min(n_bytes // (dtype.itemsize * n_ch), ts.size)
+        # mapped, not read: an hour of 129 channels is ~2 GB, and finalize reads it a second at a time
+        data = (np.memmap(folder / "data.bin", dtype=dtype, mode="r", shape=(n, n_ch)) if n
+                else np.zeros((0, n_ch), dtype=dtype))
         out.append(RecordedStream(header, ts[:n], data, None, offsets))
     return out
 
@@ -554,19 +561,19 @@ def finalize(
             logger.warning("%s: no samples; no FIF written", h["name"])
             continue
         sfreq = float(h["sfreq"])
-        data = s.data.T.astype(np.float64)
         default = "eeg" if h["type"].lower() == "eeg" else "misc"
         valid = set(mne.io.get_channel_type_constants(include_defaults=True))
         ch_types = []
+        factors = np.ones(len(h["types"]))
         for i, (t, unit) in enumerate(zip(h["types"], h["units"], strict=True)):
             t = (t or default).lower()
             t = t if t in valid else default
             ch_types.append(t)
             factor = unit_to_volts(unit, t)
-            if factor is not None and factor != 1.0:
-                data[i] *= factor
+            if factor is not None:
+                factors[i] = factor
         info = mne.create_info(_dedupe(h["ch_names"]), sfreq, ch_types)
-        raw = mne.io.RawArray(data, info, verbose="error")
+        raw = _recorded_raw(info, s.data, factors)
         ts = s.timestamps
         markers = sorted(
             (event for m in marker_streams for event in _marker_events(m, s)), key=lambda m: m[0]
@@ -602,6 +609,29 @@ def finalize(
     if "xdf" in formats:
         written["xdf"] = write_xdf(out_dir / "recording.xdf", streams)
     return written
+
+
+def _recorded_raw(info: Any, samples: np.ndarray, factors: np.ndarray) -> Any:
+    """An MNE Raw over the recorded samples that reads them block by block when saved.
+
+    ``samples`` is the recorder's (n, n_channels) array (a memory map of data.bin);
+    each block is scaled to volts by ``factors`` as MNE asks for it, so writing the
+    FIF never holds more than one buffer (``buffer_size_sec``) in float64.
+    """
+    import mne
+    from mne._fiff.utils import _mult_cal_one
+
+    class RecordedRaw(mne.io.BaseRaw):
+        def __init__(self) -> None:
+            super().__init__(info, preload=False, first_samps=[0], last_samps=[samples.shape[0] - 1],
+                             filenames=[None], raw_extras=[{}], orig_format="single", verbose="error")
+
+        def _read_segment_file(self, data, idx, fi, start, stop, cals, mult):
+            block = samples[start:stop].T.astype(np.float64)
+            block *= factors[:, None]
+            _mult_cal_one(data, block, idx, cals, mult)
+
+    return RecordedRaw()
 
 
 def _described(header: Mapping[str, Any]) -> SimpleNamespace:

@@ -121,6 +121,10 @@ class PacedStreamer(Worker):
     linger_s : float
         After the last sample of a finite stream, keep the outlets open this long
         so connected consumers receive the tail before the outlets close.
+    delay_s : float
+        Push each chunk this long after its last sample is due (an amplifier's
+        transmission delay; the timestamps stay on the sample grid). The simulated
+        subject uses it to hear a marker before it writes the samples it marks.
 
     Notes
     -----
@@ -142,6 +146,7 @@ class PacedStreamer(Worker):
         speed: float = 1.0,
         wait_for_consumers_s: float = 0.0,
         linger_s: float = 1.0,
+        delay_s: float = 0.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -152,6 +157,7 @@ class PacedStreamer(Worker):
         self._n_total, self._chunk_size = n_total, int(chunk_size)
         self._wait_consumers_s = float(wait_for_consumers_s)
         self._linger_s = float(linger_s)
+        self._delay_s = float(delay_s)
         self._outlet = self._marker_outlet = None
         self.n_pushed = 0
         self.n_markers_pushed = 0
@@ -204,7 +210,7 @@ class PacedStreamer(Worker):
             if n <= 0:
                 break
             # 1. wait until the chunk's last sample is due (schedule from t0: no drift)
-            due = t0 + (k + n) / rate
+            due = t0 + (k + n) / rate + self._delay_s
             delay = due - pylsl.local_clock()
             if delay > 0 and self._sleep(delay):
                 break

@@ -69,6 +69,11 @@ class TwinConfig(FrozenConfig):
     line_freq_hz: float = Field(50.0, gt=0)
     soa_s: float = Field(0.5, ge=0.5, description="stimulus onset asynchrony")
     block_pause_s: float = Field(2.0, ge=0)
+    subject_variation: Literal["narrow", "wide"] = Field(
+        "narrow", description="how much the subjects differ (training.data.twin.eeg: narrow = gain, "
+        "latency and channel gains only; wide = also individual topographies and per-component "
+        "latencies and gains, what a new simulated subject gets)"
+    )
 
 
 class TrainingConfig(FrozenConfig):

@@ -36,7 +36,7 @@ def sys_info(cfg_data: dict) -> None:
 
 
 def _register() -> None:
-    from . import bench, bundle, data, demo, eval, export, gui, run, stream, train
+    from . import bench, bundle, data, demo, eval, export, gui, present, run, stream, train
 
     main.add_command(stream.stream)
     main.add_command(data.data)
@@ -49,6 +49,7 @@ def _register() -> None:
     main.add_command(run.run)
     main.add_command(gui.gui)
     main.add_command(gui.engine_process)
+    main.add_command(present.present)
 
 
 _register()

@@ -171,3 +171,165 @@ def print_frame_bench(result: dict) -> None:
         table.add_row("ONNX parity (max abs error, all parts)", "", "", "<= 1e-4", f"{result['parity_max_abs_err']:.1e}")
     table.add_row("meets goals", str(g["frame_p99_met"] and g["faster_than_diffusers"]), "", "", "")
     Console().print(table)
+
+
+@bench.command("gui")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Bundle of both engine runs (default: realtime.bundle, else the embedded one).")
+@click.option("--recording", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Session replayed (looped) for the engine runs (default: the bundle's twin's first "
+                   "recording, made in --workdir if needed).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the bundle's twin is kept (default: the demo's, ~/.cache/neuroimagen/demo).")
+@click.option("--duration", "duration_s", type=float, default=30.0, show_default=True,
+              help="Seconds of each engine run (headless, then with the GUI).")
+@click.option("--scope-duration", "scope_duration_s", type=float, default=10.0, show_default=True,
+              help="Seconds of the scope-only phase (0: skip).")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Headless / GUI pairs, alternated (the load on a shared machine drifts).")
+@click.option("--mode", type=click.Choice(["sliding", "marker"]), default=None,
+              help="Windowing of both engine runs (default: the bundle's).")
+@click.option("--hop", type=float, default=None, help="Sliding hop in seconds (default: the bundle's).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the full result as JSON here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Logs and the runs' session folders (default: a temporary folder, removed).")
+@common_options
+def gui_bench(bundle_path: Path | None, recording: Path | None, workdir: Path | None, duration_s: float,
+              scope_duration_s: float, rounds: int, mode: str | None, hop: float | None, json_path: Path | None,
+              out_dir: Path | None, cfg_data: dict) -> None:
+    """The GUI's scope frame rate (128 ch, 1 kHz, offscreen) and its cost to the engine.
+
+    \b
+    1. scope: the window alone on a simulated headset: redraws per second vs the 30 fps goal;
+    2. engine cost: the same engine on a replayed twin session, headless (`run --headless`)
+       and with the GUI attached (its engine process), alternated --rounds times:
+       end-to-end p99 with the GUI over headless (goal <= 1.10) and drops (goal 0).
+    """
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from neuroimagen.gui.bench import run_gui_bench
+    from neuroimagen.gui.config import GuiConfig
+    from neuroimagen.realtime.config import RealtimeConfig
+    from neuroimagen.stream.config import StreamConfig
+    from neuroimagen.training.config import TwinConfig
+    from neuroimagen.training.data.twin import make_twin
+
+    from .demo import default_cache_dir
+    from .gui import choose_qt_platform, require_gui_packages
+    from .live import load_bundle_or_fail
+
+    require_gui_packages()
+    choose_qt_platform()
+    stream_cfg = section(StreamConfig, cfg_data, "stream")
+    rt_cfg = section(RealtimeConfig, cfg_data, "realtime")
+    gui_cfg = section(GuiConfig, cfg_data, "gui")
+    sets = []
+    if mode is not None:
+        rt_cfg = rt_cfg.model_copy(update={"mode": mode})
+        sets.append(f"realtime.mode={mode}")
+    if hop is not None:
+        rt_cfg = rt_cfg.model_copy(update={"hop_s": hop})
+        sets.append(f"realtime.hop_s={hop}")
+    # the GUI's engine records no EEG (its Record button does): the headless run matches it
+    rt_cfg = rt_cfg.model_copy(update={"session": rt_cfg.session.model_copy(update={"record_eeg": False})})
+    bundle = load_bundle_or_fail(bundle_path, rt_cfg)
+    if recording is None:
+        twin = bundle.manifest.provenance.twin
+        if twin is None:
+            raise click.UsageError(f"bundle {bundle.manifest.name!r} names no twin: pass --recording FILE")
+        root = (workdir or default_cache_dir() / "demo") / f"twin-{twin.preset}-seed{twin.seed}"
+        if not (root / "twin.json").is_file():
+            make_twin(root, TwinConfig(preset=twin.preset, seed=twin.seed))
+        meta = json.loads((root / "twin.json").read_text())
+        recording = root / meta["files"]["recordings"][0]
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="neuroimagen-bench-gui-") as tmp, console.status("bench gui") as status:
+        result = run_gui_bench(stream_cfg, rt_cfg, gui_cfg, bundle=bundle.path, recording=recording,
+                               duration_s=duration_s, scope_duration_s=scope_duration_s, rounds=rounds, sets=sets,
+                               work_dir=out_dir or tmp, progress=status.update)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print_gui_bench(result)
+
+
+def print_gui_bench(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(v, fmt=".1f"):
+        return "-" if v is None else format(v, fmt)
+
+    m0, m1, r = result["machine"], result["machine_after"], result["ratios"]
+    table = Table(title=f"neuroimagen bench gui (offscreen; {result['duration_s']:g} s engine runs, "
+                        f"{result['rounds']} round(s); one run)")
+    for col in ("figure", "measured", "goal", "ratio"):
+        table.add_column(col)
+    table.add_row("machine: CPUs / load average (1, 5, 15 min) before / after",
+                  f"{m0['cpu_count']} / {m0['loadavg_1_5_15']} / {m1['loadavg_1_5_15']}", "", "")
+    table.add_row("GUI thread's nice value (gui.nice; engines and streams keep the process's)",
+                  str(result.get("gui_nice")), "", "")
+    if "scope" in result:
+        s = result["scope"]
+        table.add_row(f"scope alone: redraws/s ({s['n_channels']} ch at {f(s['sfreq'], 'g')} Hz, "
+                      f"raster {s['raster_size']})", f(s["fps_mean"]), ">= 30", f(r["scope_fps_over_goal"], ".2f"))
+        table.add_row("scope alone: tick / paint median, paint p99 (ms)",
+                      f"{f(s['tick_ms_median'], '.2f')} / {f(s['paint_ms_median'], '.2f')}, "
+                      f"{f(s['paint_ms_p99'], '.2f')}", "", "")
+        table.add_row("scope alone: GUI process CPU (cores)", f(s["cpu_cores"], ".2f"), "", "")
+    for run in result["runs"]:
+        extra = (f"; GUI {f(run['gui_cpu_cores'], '.2f')} cores, scope {f(run['scope_fps_mean'])} fps, "
+                 f"{run['n_frames_shown']} frames shown" if run["mode"] == "gui"
+                 else f"; engine {f(run['engine_cpu_cores'], '.2f')} cores")
+        table.add_row(f"round {run['round']} {run['mode']}: end to end p50 / p95 / p99 (ms)",
+                      f"{f(run['p50_ms'])} / {f(run['p95_ms'])} / {f(run['p99_ms'])}", "", "")
+        table.add_row(f"round {run['round']} {run['mode']}: windows, frames, dropped{extra}",
+                      f"{run['n_windows']}, {run['n_frames']}, {run['n_dropped']}", "0 dropped", "")
+    p = result["p99_ms_median"]
+    table.add_row("end to end p99, GUI / headless (median over rounds)", f"{f(p['gui'])} / {f(p['headless'])} ms",
+                  "<= 1.10", f(r["p99_gui_over_headless"], ".2f"))
+    table.add_row("meets goals", str(result["meets_goals"]), "", "")
+    Console().print(table)
+
+
+@bench.command("calibrate")
+@click.option("--twin", "twin_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The twin BASE was trained on.")
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="BASE (only read).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the session and the calibrated bundle (created).")
+@click.option("--subject", "subject_seed", type=int, default=1000, show_default=True, help="New subject's seed.")
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@click.option("--passes", "n_passes", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--budget", "budget_s", type=click.FloatRange(min=1.0), default=600.0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@common_options
+def calibrate_bench(twin_dir, bundle_dir, out_dir, subject_seed, minutes, n_passes, budget_s, json_path,
+                    cfg_data) -> None:
+    """A new twin subject: BASE on its own subjects, on the new one before and after calibration."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from neuroimagen.training.train.calibrate import new_subject_bench
+
+    r = new_subject_bench(twin_dir, bundle_dir, out_dir, subject_seed=subject_seed, minutes=minutes,
+                          n_passes=n_passes, budget_s=budget_s)
+    if json_path is not None:
+        json_path.write_text(json.dumps(r, indent=1))
+    table = Table(title=f"neuroimagen bench calibrate (subject {subject_seed}, {r['n_trials']} trials, "
+                        f"{r['minutes_of_stimuli']:.1f} min; one run)")
+    for col in ("figure", "own subjects", "new: before", "new: after", "gap recovered", "goal"):
+        table.add_column(col)
+    for k, label in (("top1", "class top-1 (held-out images)"), ("ssim", "saliency SSIM")):
+        table.add_row(label, f"{r['own'][k]:.3f}", f"{r['before'][k]:.3f}", f"{r['after'][k]:.3f}",
+                      "no gap" if r["recovered"][k] != r["recovered"][k] else f"{r['recovered'][k]:.2f}", ">= 0.50")
+    table.add_row("calibration time (s)", "", "", f"{r['calibration_s']:.0f}", "", "<= 600 (2 CPU cores)")
+    table.add_row("kept / test trials", "", "", f"{r['kept']} / {r['n_test_trials']}", "", "")
+    table.add_row("CPUs / load average", f"{r['cpu_count']} / {r['loadavg_1_5_15']}", "", "", "", "")
+    Console().print(table)

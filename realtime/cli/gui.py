@@ -53,8 +53,10 @@ def gui(cfg_data: dict, bundle_path: Path | None, stream_name: str | None, repla
 
     \b
     Pick a visible LSL stream (Refresh) or replay a file, pick a bundle, Connect.
-    The engine runs in this process on its own threads; the window polls its
-    snapshots and never waits on it. Offscreen where there is no display.
+    The engine runs in its own process (gui.engine=process; snapshots through
+    shared memory) at normal priority, while the GUI thread lowers its own
+    (gui.nice); the window polls the snapshots and never waits on the engine.
+    Offscreen where there is no display.
     """
     import json
 

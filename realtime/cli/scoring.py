@@ -57,6 +57,24 @@ class LiveScorer:
         # per split: n, top-1 hits, top-k hits, n-way sum, SSIM sum, n with SSIM
         self._sums = {"heldout": np.zeros(6), "seen": np.zeros(6)}
         self.n_unscored = 0
+        self._warm_up()
+
+    @staticmethod
+    def _warm_up() -> None:
+        """Import and run the metrics once now, before the engine's loop.
+
+        Their first call imports training.eval (seconds on a busy 2-core machine) and
+        sets up torch's kernels; inside the first frame's publish, that stalled the
+        publisher, and the frames behind it were dropped (9 of the demo's first 10).
+        """
+        import torch
+
+        from neuroimagen.training.eval.metrics import ssim
+        from neuroimagen.training.eval.nway import n_way_top_k_from_logits
+
+        x = torch.zeros(1, 3, 16, 16)
+        ssim(x, x)
+        n_way_top_k_from_logits(np.zeros((1, 2)), np.array([0]), n_way=2, top_k=1, n_trials=1, seed=0)
 
     def _true_class(self, marker: Mapping[str, Any]) -> int | None:
         label = marker.get("label")

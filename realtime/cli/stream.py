@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ._common import StopSignal, common_options, section, stop_on_signals
+from ._design import design_options
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,48 @@ def replay(file: Path, name: str | None, speed: float | None, loop: bool | None,
 @click.option("--name", default=None, help="Stream name (default: stream.simulate.name).")
 @click.option("--source-id", default=None,
               help="LSL source id (default: seed + random); a fixed one makes a restarted headset the same stream to LSL.")
+@click.option("--twin-subject", "twin_subject", type=int, default=None, metavar="SEED",
+              help="Be a new twin subject drawn from SEED: respond to the stimuli named by a marker stream "
+                   "(needs --twin).")
+@click.option("--twin", "twin_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The twin folder whose model and stimuli the subject uses (with --twin-subject).")
+@click.option("--variation", type=click.Choice(["wide", "narrow"]), default="wide", show_default=True,
+              help="How much the new subject differs from the twin's (training.data.twin.eeg).")
+@click.option("--markers", "marker_stream", default=None,
+              help="Marker stream the subject listens to (default: NAME-markers, the presenter's).")
 @common_options
-def simulate(duration_s: float | None, name: str | None, source_id: str | None, cfg_data: dict) -> None:
-    """Simulated 128-ch 1 kHz headset (1/f + posterior alpha + line noise, in V) with stimulus markers."""
+def simulate(duration_s: float | None, name: str | None, source_id: str | None, twin_subject: int | None,
+             twin_dir: Path | None, variation: str, marker_stream: str | None, cfg_data: dict) -> None:
+    """Simulated 128-ch 1 kHz headset (1/f + posterior alpha + line noise, in V) with stimulus markers.
+
+    With --twin-subject SEED --twin DIR: a new twin subject that listens to the
+    presenter's marker stream and, for every image shown, adds the twin's evoked
+    response for it (this subject's topographies, latencies and gains) on top of
+    the twin's background; it sends no markers of its own.
+    """
     from neuroimagen.stream.config import StreamConfig
     from neuroimagen.stream.simulate import SimulatedHeadset
 
     cfg = section(StreamConfig, cfg_data, "stream").simulate
+    if twin_subject is not None or twin_dir is not None:
+        if twin_subject is None or twin_dir is None:
+            raise click.UsageError("--twin-subject SEED and --twin DIR go together")
+        from neuroimagen.training.data.twin.subject import SimulatedSubject, TwinSubjectSource
+
+        try:
+            src = TwinSubjectSource(twin_dir, twin_subject, variation)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        sim = SimulatedSubject(src, name=name or cfg.name, marker_stream=marker_stream,
+                               duration_s=duration_s, source_id=source_id)
+        logger.info("twin subject %d (%s variation) as '%s': %d ch at %g Hz, listening to '%s'",
+                    twin_subject, variation, sim.name, len(src.ch_names), src.sfreq, sim.marker_stream)
+        stopped = _run_until_done(sim)
+        done = f"{sim.n_pushed} samples pushed, {sim.n_markers} markers heard ({sim.n_late} late)"
+        if stopped.signum:
+            stopped.exit(f"simulate closed its outlet after {done}")
+        logger.info("simulate done: %s", done)
+        return
     sim = SimulatedHeadset(cfg, duration_s=duration_s, name=name, source_id=source_id)
     logger.info("simulating '%s' (+ '%s-markers'): %d ch at %g Hz, seed %d",
                 sim.name, sim.name, cfg.n_channels, cfg.sfreq_hz, cfg.seed)
@@ -88,6 +124,41 @@ def simulate(duration_s: float | None, name: str | None, source_id: str | None, 
     if stopped.signum:
         stopped.exit(f"simulate closed its outlets after {sim.n_pushed} samples")
     logger.info("simulate done: %d samples pushed", sim.n_pushed)
+
+
+@stream.command("simulate-session")
+@click.option("--twin", "twin_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The twin folder (model and stimuli).")
+@click.option("--twin-subject", "twin_subject", type=int, required=True, metavar="SEED",
+              help="The new subject's seed (as for `stream simulate --twin-subject`).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Session folder to write (created).")
+@click.option("--variation", type=click.Choice(["wide", "narrow"]), default="wide", show_default=True)
+@click.option("--name", default="NeuroImagenSubject", show_default=True, help="EEG stream name in the session.")
+@design_options
+@common_options
+def simulate_session(twin_dir: Path, twin_subject: int, out_dir: Path, variation: str, name: str, design: dict,
+                     cfg_data: dict) -> None:
+    """Write a session of a new twin subject watching the presenter's schedule, offline.
+
+    The same code path as `stream simulate --twin-subject` live (the same signal
+    source fed the same markers), without waiting in real time: a session folder
+    `train calibrate --session` reads.
+    """
+    from neuroimagen.stream.design import load_stimuli, make_schedule
+    from neuroimagen.training.data.twin.subject import TwinSubjectSource
+    from neuroimagen.training.data.twin.subject import simulate_session as simulate_offline
+
+    try:
+        stimuli = load_stimuli(twin_dir / "images")
+        trials = make_schedule(stimuli, **design)
+        src = TwinSubjectSource(twin_dir, twin_subject, variation)
+        simulate_offline(out_dir, src, trials, name=name, stimuli_root=stimuli.root, design=design)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    minutes = (trials[-1].onset_s if trials else 0.0) / 60.0
+    click.echo(f"{out_dir}: {len(trials)} trials ({sum(t.test for t in trials)} of test images), "
+               f"{minutes:.1f} min of stimuli, subject {twin_subject} ({variation})")
 
 
 @stream.command("record")

@@ -191,3 +191,41 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
                   f"{m['margin_shuffled_vs_autoencoder']:+.3f} +/- {m['margin_shuffled_vs_autoencoder_se']:.3f}")
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2, default=str))
+@train.command("calibrate")
+@click.option("--session", "session_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Session folder (neuroimagen present, or stream simulate-session).")
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="BASE bundle (only read).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="NEW bundle folder (must not exist or be empty).")
+@click.option("--budget", "budget_s", type=click.FloatRange(min=1.0), default=600.0, show_default=True,
+              help="Seconds for the whole adaptation (split between the methods).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Optimizer steps per method at most.")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["subject_layer", "heads"]),
+              help="Methods to try (default: both; the best on validation is kept).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the calibration report here.")
+@common_options
+def calibrate(session_dir, bundle_dir, out_dir, budget_s, max_steps, methods, seed, json_path, cfg_data) -> None:
+    """Adapt BASE to the subject of a recorded session: a subject layer or the extractor heads; write NEW."""
+    import shlex
+    import sys
+
+    from neuroimagen.training.models.bundle import BundleError
+    from neuroimagen.training.train.calibrate import METHODS, CalibrationError
+    from neuroimagen.training.train.calibrate import calibrate as run_calibration
+
+    try:
+        report = run_calibration(session_dir, bundle_dir, out_dir, budget_s=budget_s, max_steps=max_steps,
+                                 methods=methods or METHODS, seed=seed,
+                                 command="neuroimagen " + shlex.join(sys.argv[1:]))
+    except (CalibrationError, BundleError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    b, a = report["before"], report["after"]
+    click.echo(f"{out_dir}: kept {report['kept']}; held-out top-1 {b['top1']:.3f} -> {a['top1']:.3f}, "
+               f"SSIM {b['ssim']:.3f} -> {a['ssim']:.3f} ({report['n_test']} test trials of "
+               f"{report['n_trials']}); {report['calibration_s']:.1f} s")
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=1))

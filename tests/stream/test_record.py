@@ -240,9 +240,13 @@ def test_outlet_killed_and_restarted_is_recorded_with_the_gap_annotated(tmp_path
         wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_reconnects == 1
                    and any("restarted as source_id" in line for line in lines),
                    timeout=40.0, message=lambda: f"both reconnected (pipeline {pipe.stats}, recorder {lines[-3:]})")
+        size_at_gap = data_bin().stat().st_size
         b.go()
         n_at_gap = pipe.inlet.n_received
-        wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_received >= n_at_gap + 1000,
+        # both consumers hold 1 s of the second part before the stop (the recorder's file
+        # grows at its flush cadence; samples still in flight at SIGTERM are not its to keep)
+        wait_until(lambda: pipe.poll() is not None and pipe.inlet.n_received >= n_at_gap + 1000
+                   and data_bin().stat().st_size >= size_at_gap + 1000 * len(names) * 4,
                    timeout=40.0, message="1 s after the restart")
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -282,3 +286,48 @@ def test_outlet_killed_and_restarted_is_recorded_with_the_gap_annotated(tmp_path
     assert abs(n_fif - gap["n_samples"]) <= 1, (n_fif, gap)
     assert seconds_fif == pytest.approx(gap["seconds"], abs=2e-3)
     assert "gap of" in output and "annotated in the FIF" in output
+
+
+def _write_recorder_folder(root, n, n_ch=129, sfreq=1000.0):
+    """A recorder folder as `stream record` writes it: a float32 EEG stream, counter first, uV."""
+    import json
+
+    folder = root / "streams" / "00_long"
+    folder.mkdir(parents=True)
+    names = ["counter", *[f"E{i}" for i in range(1, n_ch)]]
+    header = {"name": "long", "type": "EEG", "n_channels": n_ch, "sfreq": sfreq, "channel_format": "float32",
+              "source_id": "", "hostname": "h", "ch_names": names, "types": ["misc"] + ["eeg"] * (n_ch - 1),
+              "units": [""] + ["microvolts"] * (n_ch - 1), "xml": ""}
+    (folder / "header.json").write_text(json.dumps(header))
+    data = np.random.default_rng(0).standard_normal((n, n_ch)).astype(np.float32)
+    data[:, 0] = np.arange(n)
+    data.tofile(folder / "data.bin")
+    (np.arange(n) / sfreq).astype("<f8").tofile(folder / "timestamps.bin")
+    return folder
+
+
+def test_finalize_streams_a_long_recording_to_fif_block_by_block(tmp_path):
+    """finalize reads data.bin a block at a time (memory-mapped), never the whole recording in
+    float64: its peak Python allocation stays far below the data's size, and the FIF holds every
+    sample, scaled to volts."""
+    import tracemalloc
+
+    from neuroimagen.stream.record import finalize
+
+    n_ch, n = 129, 60_000  # one minute of a 128-channel headset + counter
+    finalize(_write_recorder_folder(tmp_path / "warm", 2000).parents[1])  # MNE's lazy imports, not data
+    folder = _write_recorder_folder(tmp_path / "long", n)
+    full_float64 = n * n_ch * 8
+    tracemalloc.start()
+    try:
+        written = finalize(tmp_path / "long")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < full_float64 / 4, (peak, full_float64)
+    raw = mne.io.read_raw_fif(written["fif:long"], preload=True, verbose="error")
+    sent = np.fromfile(folder / "data.bin", dtype=np.float32).reshape(n, n_ch)
+    assert raw.n_times == n
+    np.testing.assert_array_equal(raw.get_data(picks=[0])[0], np.arange(n))
+    np.testing.assert_allclose(raw.get_data(picks=["E1", "E128"]), sent[:, [1, 128]].T.astype(np.float64) * 1e-6,
+                               rtol=1e-6)

@@ -27,9 +27,31 @@ component             topography                                   coefficient a
                       120-420 ms) per class
 ====================  ===========================================  ==================================
 
-Per subject: a global gain (0.8-1.25), a latency shift (+-12 ms) and a
-per-channel gain (log-normal, sd 0.1). Per trial: a common amplitude jitter
-(log-normal, sd 0.2) and a latency jitter (sd 4 ms).
+Per subject (:class:`SubjectVariation`, drawn by :func:`draw_subject`): a
+global gain, a latency shift and a per-channel gain; with the ``wide``
+variation also individual topographies, per-component latencies and gains.
+
+=====================================  ====================  ==========================
+draw                                   ``narrow`` (make-twin  ``wide`` (a new simulated
+                                       default, as before)    subject, ``--twin-subject``)
+=====================================  ====================  ==========================
+global gain, uniform                   0.8 - 1.25             0.6 - 1.6
+latency shift, uniform                 +-12 ms                +-25 ms
+per-channel gain, log-normal sd        0.1                    0.2
+topography jitter (smooth field,       0                      0.6 (r ~ 0.86 with the
+unit RMS, added to each pattern)                              shared pattern)
+per-component latency, normal sd       0                      10 ms
+per-component gain, log-normal sd      0                      0.3
+=====================================  ====================  ==========================
+
+Why wider for a new subject: with the narrow draws, a model trained on the
+twin's subjects loses little on another subject (the patterns are shared and
+only scaled), so calibration has nothing to recover. Real subjects differ in
+where each component projects on the scalp (folding, cap placement) and in its
+latency and size; the wide draws model that. The extra draws come after the
+narrow ones from the same generator, so ``narrow`` subjects are bit-identical
+to the twins written before. Per trial: a common amplitude jitter (log-normal,
+sd 0.2) and a latency jitter (sd 4 ms).
 
 Background: 1/f**a noise (``aperiodic_exponent``, RMS ``noise_rms_uv`` in
 5-95 Hz) with spatial correlation ``exp(-d / 4 cm)`` between electrodes, two
@@ -54,11 +76,17 @@ from scipy import signal
 
 __all__ = [
     "EPOCH_S",
+    "FIXED_COMPONENTS",
+    "NARROW",
+    "WIDE",
+    "Subject",
+    "SubjectVariation",
     "TwinModel",
     "background",
     "build_model",
+    "draw_subject",
     "evoked",
-    "FIXED_COMPONENTS",
+    "subject_evoked",
 ]
 
 #: Length of the evoked epoch (and of every .pth segment) in seconds.
@@ -299,6 +327,88 @@ def background(
     return x
 
 
+@dataclass(frozen=True)
+class SubjectVariation:
+    """How much subjects differ (see the module notes for the two presets)."""
+
+    gain_range: tuple[float, float] = (0.8, 1.25)
+    latency_shift_s: float = 0.012
+    ch_gain_sd: float = 0.1
+    topo_jitter: float = 0.0
+    component_latency_sd_s: float = 0.0
+    component_gain_sd: float = 0.0
+
+    @property
+    def widened(self) -> bool:
+        return bool(self.topo_jitter or self.component_latency_sd_s or self.component_gain_sd)
+
+
+NARROW = SubjectVariation()
+WIDE = SubjectVariation(gain_range=(0.6, 1.6), latency_shift_s=0.025, ch_gain_sd=0.2, topo_jitter=0.6,
+                        component_latency_sd_s=0.010, component_gain_sd=0.3)
+VARIATIONS = {"narrow": NARROW, "wide": WIDE}
+
+
+@dataclass
+class Subject:
+    """One subject's draws.
+
+    Attributes
+    ----------
+    gain : float
+    latency_shift_s : float
+    ch_gain : ndarray, shape (n_channels,)
+    topo_fixed : ndarray, shape (5, n_channels): the subject's own patterns (unit RMS)
+    topo_class : ndarray, shape (n_classes, n_channels)
+    latency_fixed_s, gain_fixed : ndarray, shape (5,): per fixed component
+    latency_class_s, gain_class : ndarray, shape (n_classes,)
+    """
+
+    gain: float
+    latency_shift_s: float
+    ch_gain: np.ndarray
+    topo_fixed: np.ndarray
+    topo_class: np.ndarray
+    latency_fixed_s: np.ndarray
+    gain_fixed: np.ndarray
+    latency_class_s: np.ndarray
+    gain_class: np.ndarray
+
+    def to_dict(self) -> dict:
+        """What the oracle decoder knows (``gain``, ``latency_shift_s``, ``ch_gain``), plus the wide draws."""
+        d = {"gain": float(self.gain), "latency_shift_s": float(self.latency_shift_s),
+             "ch_gain": self.ch_gain.tolist()}
+        if np.any(self.latency_fixed_s) or np.any(self.gain_fixed != 1.0):
+            d.update(latency_fixed_s=self.latency_fixed_s.tolist(), gain_fixed=self.gain_fixed.tolist(),
+                     latency_class_s=self.latency_class_s.tolist(), gain_class=self.gain_class.tolist())
+        return d
+
+
+def draw_subject(model: TwinModel, rng: np.random.Generator, variation: SubjectVariation = NARROW) -> Subject:
+    """Draw a subject's gains, latencies and topographies (the narrow draws first, then the wide ones)."""
+    n_ch = len(model.ch_names)
+    n_fix, n_cls = model.topo_fixed.shape[0], model.topo_class.shape[0]
+    lo, hi = variation.gain_range
+    gain = rng.uniform(lo, hi)
+    shift = rng.uniform(-variation.latency_shift_s, variation.latency_shift_s)
+    ch_gain = np.exp(variation.ch_gain_sd * rng.standard_normal(n_ch))
+    topo_f, topo_c = model.topo_fixed, model.topo_class
+    lat_f, gain_f = np.zeros(n_fix), np.ones(n_fix)
+    lat_c, gain_c = np.zeros(n_cls), np.ones(n_cls)
+    if variation.widened:
+        # individual topographies: a smooth (4 cm correlated) unit-RMS field added to each pattern
+        def jitter(topo: np.ndarray) -> np.ndarray:
+            field = _unit_rms((model.chol @ rng.standard_normal((n_ch, topo.shape[0]))).T)
+            return _unit_rms(topo + variation.topo_jitter * field)
+
+        topo_f, topo_c = jitter(topo_f), jitter(topo_c)
+        lat_f = variation.component_latency_sd_s * rng.standard_normal(n_fix)
+        lat_c = variation.component_latency_sd_s * rng.standard_normal(n_cls)
+        gain_f = np.exp(variation.component_gain_sd * rng.standard_normal(n_fix))
+        gain_c = np.exp(variation.component_gain_sd * rng.standard_normal(n_cls))
+    return Subject(float(gain), float(shift), ch_gain, topo_f, topo_c, lat_f, gain_f, lat_c, gain_c)
+
+
 def evoked(
     model: TwinModel,
     n_times: int,
@@ -309,6 +419,7 @@ def evoked(
     params,
     subject_rng: np.random.Generator,
     record: dict | None = None,
+    variation: SubjectVariation = NARROW,
 ) -> np.ndarray:
     """Stimulus-evoked activity of one subject's session, in volts.
 
@@ -322,30 +433,55 @@ def evoked(
     params : TwinConfig
         vep_snr, layout_snr, class_snr, noise_rms_uv.
     subject_rng : numpy Generator
-        Draws the subject's gain, latency shift, channel gains and the trial jitter.
+        Draws the subject (:func:`draw_subject`), then the trial jitter.
     record : dict | None
         If given, filled with the subject's draws (``gain``, ``latency_shift_s``,
         ``ch_gain`` (n_channels,)): what the oracle decoder knows.
+    variation : SubjectVariation
 
     Returns
     -------
     ndarray, shape (n_channels, n_times), float32, V
     """
-    n_ch = len(model.ch_names)
+    n_ep = int(round(EPOCH_S * sfreq))
+    if len(onsets) and (np.any(np.diff(np.sort(onsets)) < n_ep) or onsets.max() + n_ep > n_times):
+        raise ValueError("stimulus epochs overlap or run past the end of the session")
+    subject = draw_subject(model, subject_rng, variation)
+    if record is not None:
+        record.update(subject.to_dict())
+    return subject_evoked(model, subject, n_times, sfreq, onsets, labels, layouts, params, subject_rng)
+
+
+def subject_evoked(
+    model: TwinModel,
+    subject: Subject,
+    n_times: int,
+    sfreq: float,
+    onsets: np.ndarray,
+    labels: np.ndarray,
+    layouts: np.ndarray,
+    params,
+    trial_rng: np.random.Generator,
+) -> np.ndarray:
+    """Evoked activity of ``subject`` for stimuli at ``onsets`` (epochs may overlap), in volts.
+
+    Parameters as :func:`evoked`; ``trial_rng`` draws the per-trial amplitude and
+    latency jitter. An epoch running past ``n_times`` is cut there.
+
+    Returns
+    -------
+    ndarray, shape (n_channels, n_times), float32, V
+    """
+    onsets = np.asarray(onsets, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    layouts = np.asarray(layouts, dtype=np.float64).reshape(-1, 4)
     n_ep = int(round(EPOCH_S * sfreq))
     n_tr = len(onsets)
-    if n_tr and (np.any(np.diff(np.sort(onsets)) < n_ep) or onsets.max() + n_ep > n_times):
-        raise ValueError("stimulus epochs overlap or run past the end of the session")
     rms = params.noise_rms_uv * 1e-6
-    # 1. subject-level variation
-    gain = subject_rng.uniform(0.8, 1.25)
-    shift = subject_rng.uniform(-0.012, 0.012)
-    ch_gain = np.exp(0.1 * subject_rng.standard_normal(n_ch))
-    if record is not None:
-        record.update(gain=float(gain), latency_shift_s=float(shift), ch_gain=ch_gain.tolist())
-    # 2. trial-level jitter and coefficients
-    amp_jit = np.exp(0.2 * subject_rng.standard_normal(n_tr))
-    lat = shift + 0.004 * subject_rng.standard_normal(n_tr)
+    gain = subject.gain
+    # 1. trial-level jitter and coefficients
+    amp_jit = np.exp(0.2 * trial_rng.standard_normal(n_tr))
+    lat = subject.latency_shift_s + 0.004 * trial_rng.standard_normal(n_tr)
     cx, cy, size, hue = layouts.T
     coef = np.stack(
         [
@@ -356,21 +492,26 @@ def evoked(
             params.layout_snr * np.sin(2 * np.pi * hue),
         ],
         axis=1,
-    ) * (rms * gain * amp_jit)[:, None]
+    ) * (rms * gain * amp_jit)[:, None] * subject.gain_fixed[None, :]
     t = np.arange(n_ep) / sfreq
     n_fix = len(FIXED_COMPONENTS)
     wf = _waves(np.broadcast_to(model.bumps_fixed, (n_tr, *model.bumps_fixed.shape)), t,
-                np.broadcast_to(lat[:, None], (n_tr, n_fix)))  # (n_tr, 5, n_ep)
+                lat[:, None] + subject.latency_fixed_s[None, :])  # (n_tr, 5, n_ep)
     wf *= (coef * model.wave_norm_fixed)[:, :, None]
-    wc = _waves(model.bumps_class[labels], t, lat)  # (n_tr, n_ep)
-    wc *= (params.class_snr * rms * gain * amp_jit * model.wave_norm_class[labels])[:, None]
-    # 3. place the epochs into source time courses and project to the scalp
-    idx = onsets[:, None] + np.arange(n_ep)[None, :]
-    src_fixed = np.zeros((n_fix, n_times), dtype=np.float32)
-    src_fixed[:, idx] = wf.transpose(1, 0, 2)
+    wc = _waves(model.bumps_class[labels], t, lat + subject.latency_class_s[labels])  # (n_tr, n_ep)
+    wc *= (params.class_snr * rms * gain * amp_jit * model.wave_norm_class[labels]
+           * subject.gain_class[labels])[:, None]
+    # 2. place the epochs into source time courses (added: epochs may overlap) and project
     n_cls = model.topo_class.shape[0]
+    src_fixed = np.zeros((n_fix, n_times), dtype=np.float32)
     src_class = np.zeros((n_cls, n_times), dtype=np.float32)
-    src_class[labels[:, None], idx] = wc
-    topo_f = (model.topo_fixed * ch_gain).astype(np.float32)
-    topo_c = (model.topo_class * ch_gain).astype(np.float32)
+    for k in range(n_tr):
+        a, b = max(0, onsets[k]), min(n_times, onsets[k] + n_ep)
+        if a >= b:
+            continue
+        sl = slice(a - onsets[k], b - onsets[k])
+        src_fixed[:, a:b] += wf[k, :, sl]
+        src_class[labels[k], a:b] += wc[k, sl]
+    topo_f = (subject.topo_fixed * subject.ch_gain).astype(np.float32)
+    topo_c = (subject.topo_class * subject.ch_gain).astype(np.float32)
     return topo_f.T @ src_fixed + topo_c.T @ src_class

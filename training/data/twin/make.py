@@ -28,7 +28,7 @@ from neuroimagen.stream.montage import DEFAULT_MONTAGE, channel_positions, monta
 from neuroimagen.stream.preprocessing import NormStats, normalize, preprocess_continuous
 
 from ...config import TwinConfig
-from .eeg import EPOCH_S, background, build_model, evoked
+from .eeg import EPOCH_S, VARIATIONS, TwinModel, background, build_model, evoked
 from .stimuli import SHAPES, STYLES, class_names, class_wnids, render_image, sample_layouts
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "TWIN_VERSION",
     "class_embeddings",
     "make_twin",
+    "rebuild_model",
     "resolve_sizes",
 ]
 
@@ -96,6 +97,25 @@ def class_embeddings(n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     pooled = tok.mean(axis=1)
     pooled /= np.linalg.norm(pooled, axis=-1, keepdims=True)
     return tok.astype(np.float32), pooled.astype(np.float32)
+
+
+def rebuild_model(meta: dict) -> TwinModel:
+    """The generative model of a written twin (``twin.json``), drawn from its seed as make_twin did.
+
+    Raises
+    ------
+    ValueError
+        The rebuilt model's class patterns differ from the ones twin.json stored
+        (the twin was written by other code).
+    """
+    n_cls = int(meta["sizes"]["n_classes"])
+    rng_model = np.random.default_rng(np.random.SeedSequence(int(meta["config"]["seed"])).spawn(2)[1])
+    model = build_model(list(meta["ch_names"]), channel_positions(meta.get("montage", DEFAULT_MONTAGE)),
+                        n_cls, float(meta["sfreq"]), rng_model)
+    stored = np.asarray(meta["generative_model"]["topo_class"])
+    if not np.allclose(np.round(model.topo_class, 6), stored, atol=2e-6):
+        raise ValueError("the rebuilt generative model does not match twin.json (remake the twin)")
+    return model
 
 
 def _session_plan(
@@ -218,7 +238,8 @@ def make_twin(
         labels = img_labels[seq]
         data = background(model, n_times, SFREQ, segments, cfg, rng)
         subject_params: dict = {}
-        data += evoked(model, n_times, SFREQ, onsets, labels, lay_arr[seq], cfg, rng, subject_params)
+        data += evoked(model, n_times, SFREQ, onsets, labels, lay_arr[seq], cfg, rng, subject_params,
+                       VARIATIONS[cfg.subject_variation])
         payloads = [
             json.dumps({"image": stems[i], "label": int(img_labels[i]), "class": wnids[img_labels[i]],
                         "subject": subject})

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from neuroimagen.stream.config import PreprocessingConfig
-from neuroimagen.stream.montage import DEFAULT_MONTAGE, channel_positions
 from neuroimagen.stream.preprocessing import preprocess_continuous
 
 from ...config import TwinConfig
-from .eeg import EPOCH_S, _waves, background, build_model
+from .eeg import EPOCH_S, _waves, background
+from .make import rebuild_model
 
 __all__ = ["OracleDecoder", "run_oracle"]
 
@@ -75,13 +75,10 @@ class OracleDecoder:
         sizes = meta["sizes"]
         self.n_classes = int(sizes["n_classes"])
         # 1. the generative model, from the seed exactly as make_twin draws it
-        ss = np.random.SeedSequence(self.cfg.seed)
-        rng_model = np.random.default_rng(ss.spawn(3 + int(sizes["n_subjects"]))[1])
-        self.model = build_model(self.ch_names, channel_positions(DEFAULT_MONTAGE), self.n_classes,
-                                 self.sfreq, rng_model)
-        stored = np.asarray(meta["generative_model"]["topo_class"])
-        if not np.allclose(np.round(self.model.topo_class, 6), stored, atol=2e-6):
-            raise ValueError(f"{twin_dir}: the rebuilt generative model does not match twin.json")
+        try:
+            self.model = rebuild_model(meta)
+        except ValueError as exc:
+            raise ValueError(f"{twin_dir}: {exc}") from None
         self.subjects = {}
         for sess in meta["sessions"]:
             if "subject_params" not in sess:
