@@ -31,6 +31,8 @@ def default_cache_dir() -> Path:
               help="Write the final figures as JSON too.")
 @click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Model bundle folder (default: realtime.bundle, else the embedded one).")
+@click.option("--linear", is_flag=True,
+              help="Decode with the linear baseline instead of a bundle (class, hemifield; no images).")
 @click.option("--headless", is_flag=True, help="No GUI: the terminal table only (the GUI runs offscreen without a display).")
 @click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="GUI: save the main window as PNG 1 s before --duration ends.")
@@ -38,8 +40,8 @@ def default_cache_dir() -> Path:
               help="Session folder: frames, top-k, EEG, metrics.json (default: sessions/demo-<date>-<time>).")
 @common_options
 def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_path: Path | None,
-         bundle_path: Path | None, headless: bool, screenshot: Path | None, out_dir: Path | None,
-         cfg_data: dict) -> None:
+         bundle_path: Path | None, linear: bool, headless: bool, screenshot: Path | None,
+         out_dir: Path | None, cfg_data: dict) -> None:
     """Run the embedded default end to end: a synthetic-twin session streamed over LSL and
     reconstructed live, in the GUI (offscreen where there is no display) unless --headless.
 
@@ -49,20 +51,22 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
     2. replay a twin session as an LSL headset + marker stream
     3. reconstruct every window with the real-time engine; held-out images are scored
        live (class accuracy, SSIM, n-way); --out gets the frames and metrics.json
-    Without one: the same replay, decoded by the linear baseline (fitted once on the
-    twin's train split).
+    Without one, or with --linear: the same replay, decoded by the linear baseline (fitted
+    once on the twin's train split).
     """
     from neuroimagen.realtime.config import RealtimeConfig
     from neuroimagen.realtime.embedded import embedded_bundle
 
     rt_cfg = section(RealtimeConfig, cfg_data, "realtime")
-    if bundle_path or rt_cfg.bundle or embedded_bundle():
+    if linear and bundle_path:
+        raise click.UsageError("--linear and --bundle exclude each other")
+    if not linear and (bundle_path or rt_cfg.bundle or embedded_bundle()):
         _bundle_demo(duration, workdir, speed, json_path, bundle_path, headless, out_dir, cfg_data, rt_cfg,
                      screenshot)
     else:
         if screenshot is not None:
             raise click.UsageError("--screenshot needs the GUI, which needs a model bundle (--bundle, "
-                                   "realtime.bundle or an embedded one); this install has none")
+                                   "realtime.bundle or an embedded one), not --linear")
         _linear_demo(duration, workdir, seed, speed, json_path, cfg_data, out_dir)
 
 
@@ -105,7 +109,17 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
         make_twin(root, TwinConfig(preset=twin.preset, seed=twin.seed))
     else:
         console.print(f"[bold]1/3[/] using the twin in {root}")
+    from neuroimagen.realtime.demo import twin_mismatches
+
+    problems = twin_mismatches(json.loads((root / "twin.json").read_text()), bundle.manifest)
+    if problems:
+        raise click.ClickException(f"the twin in {root} is not the one bundle {bundle.manifest.name!r} was "
+                                   "trained on: " + "; ".join(problems) + " (delete the folder to regenerate it)")
+    console.print(f"    twin matches the bundle's manifest (preset {twin.preset}, seed {twin.seed}, "
+                  f"version {twin.version}, normalisation statistics)")
     if bundle.manifest.simulated:
+        console.print(f"[bold yellow]Note: bundle {bundle.manifest.name!r} was trained on SIMULATED EEG (the "
+                      "synthetic twin); it does not decode real brains.[/]")
         log.warning("bundle %r was trained on SIMULATED EEG (the synthetic twin); it does not decode "
                     "real brains", bundle.manifest.name)
     # 2. the backend, warmed up by the engine; the true images for live scoring

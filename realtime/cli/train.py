@@ -21,7 +21,7 @@ _PRESET_HELP = "tiny (tests, seconds), demo (the embedded default), paper (the p
 
 @click.group()
 def train() -> None:
-    """Train the extractors: mae, contrastive (pixel encoder / NICE), saliency (GAN), semantic.
+    """Train the extractors (mae, contrastive, saliency, semantic), or a whole bundle (bundle).
 
     Presets live in configs/train/<stage>-<preset>.yaml. Every run folder holds
     config.yaml, run.json, metrics.csv, checkpoints/, samples/ (image stages),
@@ -125,6 +125,72 @@ def semantic() -> None:  # pragma: no cover
     """See the decorator."""
 
 
+@train.command("bundle")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Build folder: one sub-folder per stage; the bundle is OUT/bundle.")
+@click.option("--preset", default="demo", show_default=True,
+              help="tiny (tests, seconds), demo (the embedded default), or a YAML file "
+                   "(configs/train/bundle-<preset>.yaml).")
+@click.option("--twin", "twin_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The preset's twin if it exists there, else made there [default: OUT/twin].")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override one preset value, e.g. --param frame.strength=0.7 (repeatable).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip finished stages and continue unfinished ones from their checkpoints.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the result (bundle folder, seconds per stage, metrics) here.")
+@click.option("--only", type=click.Choice(["extractors", "generator"]), default=None,
+              help="Run just these stages and stop (run the other in a second process on the same --out; "
+                   "a last call without --only scores and assembles).")
+@common_options
+def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tuple[str, ...], resume: bool,
+                   json_path: Path | None, only: str | None, cfg_data: dict) -> None:
+    """Train every part of a bundle on the synthetic twin and assemble it (staged, resumable).
+
+    \b
+    Stages: twin, contrastive (pixel encoder), saliency, semantic, generator (tiny autoencoder,
+    UNet teacher, LCM student, voting encoder), classifier (n-way scoring), eval (held-out
+    reconstructions vs decode(encode(saliency)), the class mean and the teacher), bundle.
+    Check the result with `neuroimagen bundle verify OUT/bundle`.
+    """
+    import shlex
+
+    from rich.console import Console
+
+    from neuroimagen.stream.config import ConfigError
+    from neuroimagen.training.train.bundle_build import build_bundle, load_bundle_preset
+
+    try:
+        cfg = load_bundle_preset(preset, params)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    console = Console()
+    args = ["--preset", str(preset), "--out", str(out_dir)]
+    args += ["--twin", str(twin_dir)] if twin_dir is not None else []
+    args += [a for p in params for a in ("--param", p)]
+    command = "neuroimagen train bundle " + " ".join(shlex.quote(a) for a in args)
+    try:
+        result = build_bundle(cfg, out_dir, twin_dir=twin_dir, resume=resume, commands=(command,),
+                              progress=lambda msg: console.print(msg, highlight=False), only=only)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if only is not None:
+        console.print(f"{only} stages done in {out_dir}: "
+                      + ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_s"].items()))
+        return
+    console.print(f"bundle: {result['bundle']}")
+    console.print("seconds per stage (this call): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in result["stage_s"].items()))
+    m = result["metrics"]
+    console.print(f"held-out {int(m['eval_n_trials'])} trials, {int(m['n_way'])}-way top-1 (+/- SE) | SSIM:")
+    for name in ("student", "teacher", "autoencoder", "shuffled", "saliency", "class_mean"):
+        console.print(f"  {name:12s} {m[f'{name}_nway']:.3f} +/- {m[f'{name}_nway_se']:.3f} | "
+                      f"{m[f'{name}_ssim']:.3f}")
+    console.print(f"  student - decode(encode(saliency)): {m['margin_student_vs_autoencoder']:+.3f} "
+                  f"+/- {m['margin_student_vs_autoencoder_se']:.3f}; shuffled conditioning: "
+                  f"{m['margin_shuffled_vs_autoencoder']:+.3f} +/- {m['margin_shuffled_vs_autoencoder_se']:.3f}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2, default=str))
 @train.command("calibrate")
 @click.option("--session", "session_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Session folder (neuroimagen present, or stream simulate-session).")

@@ -18,7 +18,7 @@ def test_demo_decodes_a_replayed_twin_live(lsl_loopback, tmp_path):
     out = tmp_path / "demo.json"
     result = CliRunner().invoke(
         main,
-        ["demo", "--duration", "12", "--speed", "2", "--workdir", str(tmp_path), "--json", str(out)],
+        ["demo", "--linear", "--duration", "12", "--speed", "2", "--workdir", str(tmp_path), "--json", str(out)],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -50,7 +50,7 @@ def test_demo_keeps_its_json_report_on_sigterm(lsl_loopback, tmp_path):
     out = tmp_path / "demo.json"
     proc = subprocess.Popen(
         [sys.executable, "-c", "from neuroimagen.realtime.cli import main; main()", "demo",
-         "--duration", "600", "--speed", "2", "--workdir", str(tmp_path), "--json", str(out)],
+         "--linear", "--duration", "600", "--speed", "2", "--workdir", str(tmp_path), "--json", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "300"},
     )
     lines: list[str] = []

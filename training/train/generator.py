@@ -71,6 +71,8 @@ class GeneratorConfig(FrozenConfig):
     unet_steps: int = 3000
     distill_steps: int = 800
     time_cond_proj_dim: int = 32
+    distill_w_max: float = Field(0.0, ge=0, description="guided distillation: w ~ U(0, w_max) against the "
+                                 "teacher's learned null conditioning (the frame's guidance_scale is 1 + w)")
     num_ddim_timesteps: int = 50
     voting_epochs: int = 20
     batch_size: int = 32
@@ -262,7 +264,8 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
     proj = load_model(ConditioningProjection, teacher_dir / "projection")
     student = make_student(teacher, cfg.time_cond_proj_dim).train()
     distiller = LCMDistiller(teacher, student, noise_scheduler(), num_ddim_timesteps=cfg.num_ddim_timesteps,
-                             lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95)
+                             lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95, w_range=(0.0, cfg.distill_w_max))
+    guided = cfg.distill_w_max > 0 and proj.null_tokens is not None
     over = _budget(cfg)
     losses: list[float] = []
     step = 0
@@ -270,7 +273,8 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
         with torch.no_grad():
             embeds = proj(tokens[idx])
-        losses.append(distiller.step(latents[idx], embeds, generator=g))
+            null = proj.null_embeds(len(idx)) if guided else None
+        losses.append(distiller.step(latents[idx], embeds, null_embeds=null, generator=g))
         if step % 50 == 0:
             progress(f"distill step {step}/{cfg.distill_steps} loss {np.mean(losses[-50:]):.5f}")
         if over():
@@ -298,10 +302,13 @@ def build_generator(
     *,
     stages: tuple[str, ...] = ("autoencoder", "teacher", "student", "voting"),
     progress: Callable[[str], None] | None = None,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, dict]:
     """Run the generator stages that are not done yet; returns each stage's ``done.json``.
 
     Trains on the twin's train-split images only (val and test images stay held out).
+    ``targets`` (tokens (K, n_tokens, width), pooled (K, width)) replaces the twin's full
+    77 x 768 class targets: pass the ones the semantic extractor was trained to predict.
     """
     cfg = cfg or GeneratorConfig()
     say = progress or (lambda msg: logger.info(msg))
@@ -309,6 +316,8 @@ def build_generator(
     work.mkdir(parents=True, exist_ok=True)
     (work / "generator_config.json").write_text(cfg.model_dump_json(indent=1))
     data = load_twin_images(twin_dir, cfg.image_size)
+    if targets is not None:
+        data["tokens"], data["pooled"] = targets[0].float(), targets[1].float()
     train = data["part"] == 0
     images, labels = data["images"][train], data["labels"][train]
     tokens = data["tokens"][labels]
@@ -359,6 +368,7 @@ def assemble_bundle(
     metrics: Mapping[str, float] | None = None,
     commands: tuple[str, ...] = (),
     name: str = "neuroimagen-demo",
+    class_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Any:
     """Write the bundle: extractor folders + the generator + the twin's stream contract and chain.
 
@@ -368,6 +378,8 @@ def assemble_bundle(
         ``pixel_encoder``, ``saliency``, ``semantic`` (the extractors issue's outputs), each
         in the one model format; copied in as members named by role.
     frame : FrameSettings fields overriding the defaults (strength, steps, image_size, ...)
+    class_embeddings : (tokens (K, n_tokens, width), pooled (K, width)), optional
+        The targets the semantic extractor predicts (default: the twin's 77 x 768 ones).
     """
     from neuroimagen.stream.config import PreprocessingConfig, WindowingConfig
     from neuroimagen.stream.preprocessing import NormStats
@@ -384,7 +396,9 @@ def assemble_bundle(
     meta = json.loads((twin / "twin.json").read_text())
     from safetensors.torch import load_file
 
-    targets = load_file(str(twin / meta["files"]["targets"]))
+    if class_embeddings is None:
+        targets = load_file(str(twin / meta["files"]["targets"]))
+        class_embeddings = (targets["class_embeddings"], targets["class_pooled"])
     members: dict[str, tuple[str, Any]] = {role: (role, Path(p)) for role, p in extractors.items()}
     members["unet"] = ("unet", gen / "student" / "unet")
     members["autoencoder"] = ("autoencoder", gen / "autoencoder" / "autoencoder")
@@ -392,9 +406,9 @@ def assemble_bundle(
     if (gen / "voting" / "image_encoder").is_dir():
         members["image_encoder"] = ("voting_image_encoder", gen / "voting" / "image_encoder")
     gcfg = GeneratorConfig.model_validate_json((gen / "generator_config.json").read_text())
-    settings = FrameSettings(unet="unet", autoencoder="autoencoder", projection="projection",
-                             num_inference_steps=2, strength=0.6, image_size=gcfg.image_size,
-                             **dict(frame or {}))
+    settings = FrameSettings(**{"unet": "unet", "autoencoder": "autoencoder", "projection": "projection",
+                                "num_inference_steps": 2, "strength": 0.6, "image_size": gcfg.image_size,
+                                **dict(frame or {})})
     windowing = WindowingConfig(mode="marker", n_times=meta["n_times"],
                                 marker_offset_samples=meta["marker_offset_samples"])
     return write_bundle(
@@ -408,7 +422,8 @@ def assemble_bundle(
         windowing=windowing,
         norm_stats=NormStats.from_dict(meta["norm_stats"]),
         members=members,
-        data={"class_embeddings": {"tokens": targets["class_embeddings"], "pooled": targets["class_pooled"]}},
+        data={"class_embeddings": {"tokens": class_embeddings[0].contiguous(),
+                                   "pooled": class_embeddings[1].contiguous()}},
         class_names=meta["class_names"],
         scheduler=load_scheduler(gen / "student" / "scheduler", subfolder=None),
         generator=settings,

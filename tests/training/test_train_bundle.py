@@ -1,0 +1,90 @@
+"""``neuroimagen train bundle --preset tiny``: every stage, the held-out eval, the bundle, resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from neuroimagen.realtime.cli import main
+from neuroimagen.training.models.bundle import load_bundle, verify_bundle
+
+STAGES = ("contrastive", "saliency", "semantic", "generator/autoencoder", "generator/teacher",
+          "generator/student", "generator/voting", "classifier", "eval")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "tiny", "--out", str(out),
+                                       "--json", str(out / "result.json")])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_tiny_preset_trains_every_part_and_writes_a_verified_bundle(built):
+    out, output = built
+    assert "not built yet" not in output
+    for stage in STAGES:
+        assert (out / stage / "done.json").is_file(), stage
+    manifest = verify_bundle(out / "bundle")
+    roles = {m.role for m in manifest.members}
+    assert {"pixel_encoder", "saliency", "semantic", "unet", "autoencoder", "projection"} <= roles
+    # provenance: the twin's preset and seed (from the preset), the command, the stage times
+    assert manifest.simulated and manifest.provenance.twin.seed == 1
+    assert manifest.provenance.twin.preset == "small"
+    assert any(c.startswith("neuroimagen train bundle") for c in manifest.provenance.commands)
+    # metrics of every method, from the held-out trials, with standard errors
+    for name in ("student", "teacher", "autoencoder", "shuffled", "saliency", "class_mean"):
+        for m in ("nway", "ssim"):
+            assert 0.0 <= manifest.metrics[f"{name}_{m}"] <= 1.0
+            assert f"{name}_{m}_se" in manifest.metrics
+    # the class embeddings are the (cut, projected) targets the semantic extractor predicts
+    bundle = load_bundle(out / "bundle")
+    tokens = bundle.data("class_embeddings")["tokens"]
+    assert tuple(tokens.shape) == (3, 4, 16)
+    # `eval images` reproduces the recorded student figure from the written PNGs
+    report = json.loads((out / "eval" / "student.json").read_text())
+    assert report["n_pairs"] == manifest.metrics["eval_n_trials"]
+    assert report["ssim"]["mean"] == pytest.approx(manifest.metrics["student_ssim"])
+    assert (out / "eval" / "grid.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_second_run_resumes_without_retraining(built):
+    out, _ = built
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors") if "bundle" not in p.parts}
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "contrastive: done" in result.output and "semantic: done" in result.output
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors") if "bundle" not in p.parts}
+    assert after == stamps
+    verify_bundle(out / "bundle")
+
+
+def test_another_twin_is_refused_by_name(tmp_path):
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "twin.json").write_text(json.dumps({"config": {"preset": "small", "seed": 7}}))
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "tiny", "--twin", str(twin),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "seed is 7, the preset says 1" in result.output
+
+
+def test_unknown_preset_key_is_named(tmp_path):
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "tiny", "--param", "frame.strenght=0.5",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "strenght" in result.output
+
+
+@pytest.mark.slow
+def test_a_finished_stage_with_another_config_is_refused(built, tmp_path):
+    out, _ = built
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "tiny", "--out", str(out),
+                                       "--param", "contrastive.params=[trainer.batch_size=4]"])
+    assert result.exit_code != 0
+    assert "finished with another contrastive config" in result.output
