@@ -43,7 +43,8 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
          bundle_path: Path | None, linear: bool, headless: bool, screenshot: Path | None,
          out_dir: Path | None, cfg_data: dict) -> None:
     """Run the embedded default end to end: a synthetic-twin session streamed over LSL and
-    reconstructed live, in the GUI (offscreen where there is no display) unless --headless.
+    reconstructed live: in the GUI where a display exists, else (or with --headless) as a live
+    terminal table; --screenshot renders the GUI offscreen where there is no display.
 
     \b
     With a bundle (--bundle, realtime.bundle, or the embedded one):
@@ -61,6 +62,11 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
     if linear and bundle_path:
         raise click.UsageError("--linear and --bundle exclude each other")
     if not linear and (bundle_path or rt_cfg.bundle or embedded_bundle()):
+        if not headless and screenshot is None and not _has_display():
+            # no screen to show a window on: the terminal table (--screenshot renders the GUI offscreen)
+            click.echo("no display (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset): running headless; "
+                       "--screenshot FILE renders the GUI offscreen")
+            headless = True
         _bundle_demo(duration, workdir, speed, json_path, bundle_path, headless, out_dir, cfg_data, rt_cfg,
                      screenshot)
     else:
@@ -68,6 +74,11 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
             raise click.UsageError("--screenshot needs the GUI, which needs a model bundle (--bundle, "
                                    "realtime.bundle or an embedded one), not --linear")
         _linear_demo(duration, workdir, seed, speed, json_path, cfg_data, out_dir)
+
+
+def _has_display() -> bool:
+    """A screen to open the GUI on, or a Qt platform the user chose explicitly (e.g. offscreen)."""
+    return any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
 
 
 def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path: Path | None,

@@ -23,14 +23,19 @@ def twin_bundle(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_demo_reconstructs_every_window_and_reports_every_figure(lsl_loopback, twin_bundle, tmp_path):
+def test_demo_reconstructs_every_window_and_reports_every_figure(lsl_loopback, twin_bundle, tmp_path,
+                                                                 monkeypatch):
     work, bundle = twin_bundle
     out = tmp_path / "demo"
+    # no display and no Qt platform chosen: the demo runs headless by itself (no --headless)
+    for key in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(key, raising=False)
     result = CliRunner().invoke(main, [
-        "demo", "--bundle", str(bundle), "--headless", "--duration", "10", "--speed", "2",
+        "demo", "--bundle", str(bundle), "--duration", "10", "--speed", "2",
         "--workdir", str(work), "--out", str(out), "--json", str(tmp_path / "demo.json"),
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert "no display" in result.output and "running headless" in result.output
     assert "not built yet" not in result.output
     m = json.loads((out / "metrics.json").read_text())
     assert json.loads((tmp_path / "demo.json").read_text())["n_frames"] == m["n_frames"]
