@@ -124,11 +124,12 @@ def _visible(names: set[str]) -> bool:
     return names <= {m.name for m in list_streams(timeout=0.5)}
 
 
-def test_run_without_a_bundle_says_exactly_that(tmp_path):
-    from neuroimagen.realtime.embedded import embedded_bundle
+def test_run_without_a_bundle_says_exactly_that(tmp_path, monkeypatch):
+    from neuroimagen.realtime import embedded
 
-    if embedded_bundle() is not None:
-        pytest.skip("this install has the embedded bundle")
+    # an install without the embedded bundle (this checkout ships one)
+    monkeypatch.setattr(embedded, "EMBEDDED_BUNDLE_DIR", tmp_path / "no-embedded-bundle")
+    assert embedded.embedded_bundle() is None
     result = CliRunner().invoke(main, ["run", "--headless", "--duration", "1", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1
     assert "no embedded default bundle" in result.output and "--bundle PATH" in result.output
