@@ -207,6 +207,10 @@ def load_model(
 
     # 3. load, then place
     model.load_state_dict(state, strict=True)
-    if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
+    # move / cast only what differs: diffusers warns on every .to(dtype=...), even a no-op one
+    tensors = [*model.parameters(), *model.buffers()]
+    if device is not None and any(t.device != torch.device(device) for t in tensors):
+        model.to(device=device)
+    if dtype is not None and any(t.dtype != dtype for t in tensors if t.is_floating_point()):
+        model.to(dtype=dtype)
     return model.eval()
