@@ -221,8 +221,11 @@ class Img2ImgFrame:
         self.dtype = dtype if dtype is not None else unet.dtype
         for module in (unet, vae, projection):
             if module is not None:
-                # casting only when asked: diffusers warns on every .to(dtype=...)
-                module.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+                # casting only when it changes something: diffusers warns on every .to(dtype=...)
+                # (it checks for the keyword, so dtype=None warns too)
+                if dtype is not None and module.dtype != dtype:
+                    module.to(dtype=dtype)
+                module.to(device=self.device).eval().requires_grad_(False)
         self.strength = float(strength)
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
