@@ -62,7 +62,9 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
     if linear and bundle_path:
         raise click.UsageError("--linear and --bundle exclude each other")
     if not linear and (bundle_path or rt_cfg.bundle or embedded_bundle()):
-        if not headless and screenshot is None and not _has_display():
+        from .gui import has_display
+
+        if not headless and screenshot is None and not has_display():
             # no screen to show a window on: the terminal table (--screenshot renders the GUI offscreen)
             click.echo("no display (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset): running headless; "
                        "--screenshot FILE renders the GUI offscreen")
@@ -74,11 +76,6 @@ def demo(duration: float, workdir: Path | None, seed: int, speed: float, json_pa
             raise click.UsageError("--screenshot needs the GUI, which needs a model bundle (--bundle, "
                                    "realtime.bundle or an embedded one), not --linear")
         _linear_demo(duration, workdir, seed, speed, json_path, cfg_data, out_dir)
-
-
-def _has_display() -> bool:
-    """A screen to open the GUI on, or a Qt platform the user chose explicitly (e.g. offscreen)."""
-    return any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
 
 
 def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path: Path | None,
@@ -212,10 +209,10 @@ def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float,
 
     # 3. live
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    log.warning("no model bundle (--bundle, realtime.bundle or an embedded one): decoding the replay "
-                "with the linear baseline instead of reconstructing images")
+    log.warning("decoding the replay with the linear baseline (--linear, or no model bundle in this install): "
+                "no images are reconstructed")
     if has_display:
-        log.warning("the GUI needs a model bundle (none in this install); running headless in this terminal")
+        log.warning("the GUI needs a model bundle; the linear demo runs in this terminal")
     console.print(f"[bold]3/3[/] streaming over LSL and decoding live for {duration:.0f} s "
                   f"(images the decoder was not fitted on are scored separately)")
 

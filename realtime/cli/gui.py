@@ -10,14 +10,17 @@ import click
 from ._common import common_options, section
 
 
+def has_display() -> bool:
+    """A screen to open a window on, or a Qt platform the user chose explicitly (e.g. offscreen)."""
+    return any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
 def choose_qt_platform() -> str:
     """Offscreen where there is no display (CI, ssh): the window still renders and screenshots.
 
     Set before any QApplication exists; an explicit ``QT_QPA_PLATFORM`` wins.
     """
-    if not os.environ.get("QT_QPA_PLATFORM") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
+    if not has_display():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     return os.environ.get("QT_QPA_PLATFORM", "")
 
