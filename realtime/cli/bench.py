@@ -204,7 +204,8 @@ def gui_bench(bundle_path: Path | None, recording: Path | None, workdir: Path | 
     1. scope: the window alone on a simulated headset: redraws per second vs the 30 fps goal;
     2. engine cost: the same engine on a replayed twin session, headless (`run --headless`)
        and with the GUI attached (its engine process), alternated --rounds times:
-       end-to-end p99 with the GUI over headless (goal <= 1.10) and drops (goal 0).
+       end-to-end p99 with the GUI over headless (every frame of the rounds pooled per mode;
+       goal <= 1.10) and drops (goal 0).
     """
     import json
     import tempfile
@@ -288,9 +289,13 @@ def print_gui_bench(result: dict) -> None:
                       f"{f(run['p50_ms'])} / {f(run['p95_ms'])} / {f(run['p99_ms'])}", "", "")
         table.add_row(f"round {run['round']} {run['mode']}: windows, frames, dropped{extra}",
                       f"{run['n_windows']}, {run['n_frames']}, {run['n_dropped']}", "0 dropped", "")
-    p = result["p99_ms_median"]
-    table.add_row("end to end p99, GUI / headless (median over rounds)", f"{f(p['gui'])} / {f(p['headless'])} ms",
+    p, n, pm = result["p99_ms_pooled"], result["n_frames_pooled"], result["p99_ms_median"]
+    table.add_row(f"end to end p99, GUI / headless (every frame of the rounds pooled: {n['gui']} / "
+                  f"{n['headless']} frames)", f"{f(p['gui'])} / {f(p['headless'])} ms",
                   "<= 1.10", f(r["p99_gui_over_headless"], ".2f"))
+    table.add_row("end to end p99, GUI / headless (median of the runs' p99s)", f"{f(pm['gui'])} / "
+                  f"{f(pm['headless'])} ms", "", f(pm["gui"] / pm["headless"] if pm["headless"] else float("nan"),
+                                                   ".2f"))
     table.add_row("meets goals", str(result["meets_goals"]), "", "")
     Console().print(table)
 
