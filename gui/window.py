@@ -214,7 +214,7 @@ class MainWindow(QtWidgets.QMainWindow):
         box = QtWidgets.QGroupBox("Controls")
         g = QtWidgets.QGridLayout(box)
         self.backend_combo = QtWidgets.QComboBox()
-        self.backend_combo.addItems(["torch", "onnxruntime", "tensorrt"])
+        self.backend_combo.addItems(["auto", "torch", "onnxruntime", "tensorrt"])
         self.backend_combo.setCurrentText(self.rt_cfg.backend)
         self.device_combo = QtWidgets.QComboBox()
         self.device_combo.addItems(["cpu", "cuda"])

@@ -24,7 +24,10 @@ The frame's stages, each timed (``timings_ms``):
 
 :func:`load_backend` builds the configured backend and fails loudly with the
 cause; it falls back to ``realtime.fallback_backend`` only when that is set,
-and then logs an error and says so in :attr:`Backend.status`.
+and then logs an error and says so in :attr:`Backend.status`. ``realtime.backend:
+auto`` (the default) is a choice, not a fallback: :func:`resolve_backend` names the
+backend it picks and why (logged, and ``[auto: ...]`` in the status line); the picked
+backend then loads or fails like a configured one.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = [
     "BackendSpec",
     "TorchBackend",
     "load_backend",
+    "resolve_backend",
 ]
 
 INPUT_NAMES = ("eeg",)
@@ -329,6 +333,37 @@ def _build(name: str, bundle: Bundle, cfg: RealtimeConfig) -> Backend:
     raise BackendError(f"unknown backend {name!r} (torch, onnxruntime, tensorrt)")
 
 
+def resolve_backend(bundle: Bundle, cfg: RealtimeConfig) -> tuple[str, str]:
+    """The backend ``realtime.backend`` names, and why: ``auto`` resolves here.
+
+    ``auto`` is onnxruntime when the device is the CPU, the bundle carries ONNX graphs of
+    every part of the frame at ``realtime.precision`` (``neuroimagen export``; the embedded
+    default ships them) and the ``onnxruntime`` module is installed; torch otherwise (on
+    CUDA: torch, whose CUDA graphs are the tested GPU path; ask for onnxruntime or
+    tensorrt by name). Any other value is returned as it is.
+    """
+    if cfg.backend != "auto":
+        return cfg.backend, "configured"
+    import importlib.util
+
+    from .backends._frame import exported_parts
+
+    if cfg.device != "cpu":
+        return "torch", f"device {cfg.device}: torch (name onnxruntime or tensorrt to use them)"
+    onnx = bundle.artifacts("onnx")
+    missing = [p for p in exported_parts(bundle.manifest) if p not in onnx]
+    if missing:
+        return "torch", (f"the bundle has no ONNX graphs for {', '.join(missing)} "
+                         "(neuroimagen export adds them)")
+    precisions = sorted({onnx[p].precision for p in exported_parts(bundle.manifest)})
+    if precisions != [cfg.precision]:
+        return "torch", f"the bundle's ONNX graphs are {precisions}, realtime.precision is {cfg.precision}"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch", ("onnxruntime is not installed (pip install 'neuroimagen[cpu]' for the fastest "
+                         "CPU backend)")
+    return "onnxruntime", "the bundle carries ONNX graphs of every part and onnxruntime is installed"
+
+
 def load_backend(bundle: Bundle, cfg: RealtimeConfig) -> Backend:
     """The configured backend on the bundle, or the configured fallback, loudly.
 
@@ -350,19 +385,25 @@ def load_backend(bundle: Bundle, cfg: RealtimeConfig) -> Backend:
         The configured backend cannot load and no fallback is configured (or the
         fallback fails too); the message and the chained cause say why.
     """
+    name, why = resolve_backend(bundle, cfg)
+    if cfg.backend == "auto":
+        logger.info("realtime.backend auto: %s (%s)", name, why)
     try:
-        return _build(cfg.backend, bundle, cfg)
+        backend = _build(name, bundle, cfg)
     except BackendError as exc:
-        if cfg.fallback_backend is None or cfg.fallback_backend == cfg.backend:
+        if cfg.fallback_backend is None or cfg.fallback_backend == name:
             raise
         logger.error("BACKEND %r FAILED TO LOAD: %s -- FALLING BACK TO %r (realtime.fallback_backend)",
-                     cfg.backend, exc, cfg.fallback_backend)
+                     name, exc, cfg.fallback_backend)
         try:
             backend = _build(cfg.fallback_backend, bundle, cfg)
         except BackendError as fallback_exc:
             raise BackendError(
-                f"backend {cfg.backend!r} failed ({exc}) and the fallback {cfg.fallback_backend!r} "
+                f"backend {name!r} failed ({exc}) and the fallback {cfg.fallback_backend!r} "
                 f"failed too ({fallback_exc})"
             ) from fallback_exc
-        backend.status = f"FALLBACK {backend.status} ({cfg.backend!r} failed: {exc})"
+        backend.status = f"FALLBACK {backend.status} ({name!r} failed: {exc})"
         return backend
+    if cfg.backend == "auto":
+        backend.status = f"{backend.status} [auto]"
+    return backend

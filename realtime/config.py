@@ -33,7 +33,11 @@ class SessionConfig(FrozenConfig):
 
 
 class RealtimeConfig(FrozenConfig):
-    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = Field(
+        "auto", description="auto: onnxruntime on the CPU when the bundle carries ONNX graphs of every part at "
+        "this precision and onnxruntime is installed (the fastest CPU backend), else torch; logged and shown "
+        "in the status line. tensorrt is never picked by auto",
+    )
     fallback_backend: Literal["torch", "onnxruntime"] | None = Field(
         None, description="used only if the configured backend cannot load, loudly"
     )

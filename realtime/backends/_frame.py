@@ -15,6 +15,12 @@ from neuroimagen.training.models.img2img import Img2ImgFrame, _consistency_sched
 FRAME_PARTS = ("vae_encoder", "unet", "vae_decoder")
 EXTRACTOR_PARTS = ("pixel_encoder", "saliency", "semantic")
 
+
+def exported_parts(manifest: Any) -> list[str]:
+    """The parts an exported frame needs: extractors, VAE halves, UNet (+ the projection when the generator has one)."""
+    return [*EXTRACTOR_PARTS, *FRAME_PARTS] + (["projection"] if manifest.generator and
+                                               manifest.generator.projection else [])
+
 # one exported network: {input name: array} -> {output name: array} (arrays may be reused buffers)
 Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 

@@ -21,7 +21,7 @@ from neuroimagen.training.models.bundle import ArtifactEntry, Bundle
 
 from ..backend import CLASS_EMBEDDINGS, BackendError, BackendOutput, BackendSpec
 from ..config import RealtimeConfig
-from ._frame import EXTRACTOR_PARTS, FRAME_PARTS, ExportedFrame, unit_rows
+from ._frame import ExportedFrame, exported_parts, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ class OnnxRuntimeBackend:
                                "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from exc
         manifest = bundle.manifest
         entries = bundle.artifacts("onnx")
-        needed = [*EXTRACTOR_PARTS, *FRAME_PARTS] + (["projection"] if manifest.generator and
-                                                     manifest.generator.projection else [])
+        needed = exported_parts(manifest)
         missing = [p for p in needed if p not in entries]
         if missing:
             raise BackendError(f"bundle {manifest.name!r} ({bundle.path}) has no ONNX graph for {missing}: "

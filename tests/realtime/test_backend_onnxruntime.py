@@ -116,6 +116,44 @@ def test_a_bundle_without_onnx_is_refused_with_the_export_command(tmp_path):
     assert fb.name == "torch" and fb.status.startswith("FALLBACK")
 
 
+def test_auto_picks_onnxruntime_only_where_the_bundle_has_its_graphs_and_says_why(onnx_bundle, tmp_path,
+                                                                                  monkeypatch, caplog):
+    import importlib.util
+    import logging
+
+    from helpers.bundles import write_tiny_bundle
+
+    from neuroimagen.realtime.backend import resolve_backend
+
+    auto = RealtimeConfig()
+    assert auto.backend == "auto"
+    # 1. an exported bundle on the CPU: onnxruntime, logged and marked in the status line
+    with caplog.at_level(logging.INFO, logger="neuroimagen.realtime.backend"):
+        b = load_backend(onnx_bundle, auto)
+    try:
+        assert b.name == "onnxruntime" and b.status.endswith("[auto]") and "CPUExecutionProvider" in b.status
+        assert "realtime.backend auto: onnxruntime" in caplog.text
+    finally:
+        b.close()
+    # 2. torch where onnxruntime cannot serve the bundle, each with its reason
+    plain = load_bundle(write_tiny_bundle(tmp_path / "plain"))
+    name, why = resolve_backend(plain, auto)
+    assert name == "torch" and "no ONNX graphs for pixel_encoder" in why and "neuroimagen export" in why
+    t = load_backend(plain, auto)
+    assert t.name == "torch" and t.status.endswith("[auto]") and not t.status.startswith("FALLBACK")
+    t.close()
+    assert resolve_backend(onnx_bundle, RealtimeConfig(device="cuda"))[0] == "torch"
+    name, why = resolve_backend(onnx_bundle, RealtimeConfig(precision="fp16"))
+    assert name == "torch" and "['fp32']" in why
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "onnxruntime" else real_find_spec(n, *a))
+    name, why = resolve_backend(onnx_bundle, auto)
+    assert name == "torch" and "onnxruntime is not installed" in why
+    # 3. a named backend is taken as it is
+    assert resolve_backend(plain, RealtimeConfig(backend="onnxruntime")) == ("onnxruntime", "configured")
+
+
 def test_cuda_without_the_cuda_provider_is_an_error_not_a_cpu_run(onnx_bundle):
     import onnxruntime as ort
 
