@@ -204,9 +204,9 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
               help="Optimizer steps per method at most.")
 @click.option("--method", "methods", multiple=True,
               type=click.Choice(["subject_layer", "heads", "restandardise", "refit", "refit_prior"]),
-              help="Methods to try (default: every one that fits the bundle's extractors: subject_layer and heads "
-                   "for the convolutional ones, restandardise, refit and refit_prior for the feature ones; "
-                   "the best on validation is kept).")
+              help="Methods to try (default: those that fit the bundle's extractors: subject_layer and heads "
+                   "for the convolutional ones, refit and refit_prior for the feature ones, which also take "
+                   "restandardise; the best on validation is kept).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the calibration report here.")

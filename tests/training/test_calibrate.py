@@ -137,7 +137,7 @@ def test_feature_bundle_is_calibrated_in_closed_form_and_improves_held_out_top1(
     from neuroimagen.training.models.semantic import FeatureSemanticExtractor
 
     report = calibrate(long_session, feature_base, tmp_path / "new", budget_s=120.0)
-    assert set(report["methods"]) == {"restandardise", "refit", "refit_prior"}
+    assert set(report["methods"]) == {"refit", "refit_prior"}  # restandardise only when asked for
     assert report["kept"] in ("refit", "refit_prior")
     # the subject's own class code beats BASE's on the held-out test images (never fitted, never validated on)
     assert report["after"]["top1"] > report["before"]["top1"] + 0.05, report
@@ -150,6 +150,26 @@ def test_feature_bundle_is_calibrated_in_closed_form_and_improves_held_out_top1(
     for name in ("token_coef.weight", "token_basis", "token_bias", "pooled_basis.weight"):
         torch.testing.assert_close(sem_new.state_dict()[name], sem_base.state_dict()[name])
     assert new.manifest.metrics["calib_top1_after"] == report["after"]["top1"]
+
+
+def test_restandardise_takes_the_subjects_feature_statistics_and_keeps_the_weights(long_session,
+                                                                                   feature_base) -> None:
+    from neuroimagen.training.train.calibrate import _adapt_features
+
+    b = load_bundle(feature_base)
+    sw, _ = session_windows(long_session, b)
+    x = torch.from_numpy(sw.eeg[~sw.test])
+    y = torch.from_numpy(sw.labels[~sw.test])
+    img = torch.zeros(len(x), 3, 32, 32)
+    base, m = _load_models(b), _load_models(b)
+    _adapt_features("restandardise", m, (x, y, img), (x[:8], y[:8], img[:8]), torch.randn(4, 24), budget_s=30.0)
+    for new, old in ((m.semantic, base.semantic), (m.pixel, base.pixel)):
+        f = new.features(x).double()
+        torch.testing.assert_close(new.feature_mean, f.mean(0).float())
+        torch.testing.assert_close(new.feature_scale, f.std(0, unbiased=False).float())
+        old_state, new_state = old.state_dict(), new.state_dict()
+        assert all(torch.equal(new_state[k], v) for k, v in old_state.items() if not k.startswith("feature_"))
+        assert not torch.equal(new.feature_mean, old.feature_mean)
 
 
 def test_conv_methods_are_refused_for_feature_extractors_naming_the_classes(long_session, feature_base,

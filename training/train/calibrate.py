@@ -46,8 +46,9 @@ Steps (:func:`calibrate`)
    by least squares, as the saliency stage's principal-component coefficients);
    the token and pooled heads and the saliency generator stay BASE's:
 
-   - ``restandardise``: the features' mean and scale re-estimated on the subject's
-     windows (per-subject gains and offsets), the weights kept;
+   - ``restandardise`` (only when asked for: it never beat ``none`` when measured):
+     the features' mean and scale re-estimated on the subject's windows
+     (per-subject gains and offsets), the weights kept;
    - ``refit``: ridge regression on the subject's windows alone (the subject's
      standardisation), as the training stages fit it;
    - ``refit_prior``: ridge shrunk towards BASE's weights on BASE's standardisation,
@@ -86,6 +87,9 @@ logger = logging.getLogger(__name__)
 CONV_METHODS = ("subject_layer", "heads")
 FEATURE_METHODS = ("restandardise", "refit", "refit_prior")
 METHODS = CONV_METHODS + FEATURE_METHODS
+# tried only when asked for: on the small twin's new subjects (wide and narrow variation) it
+# never beat BASE on validation or test (see the README's "A new subject")
+OPT_IN_METHODS = ("restandardise",)
 TEMPERATURE = 0.1
 # ridge penalties on standardised features (~3000 of them for 128 channels x 22 bins + log-variance);
 # the training stages pick theirs from 3e4-3e5 on thousands of windows
@@ -557,7 +561,8 @@ def calibrate(
     max_steps : int
         At most this many optimizer steps per gradient method.
     methods : subset of :data:`METHODS` | None
-        None: every method that fits the extractors' classes (:func:`methods_for`).
+        None: every method that fits the extractors' classes (:func:`methods_for`) but
+        ``restandardise`` (never better than ``none`` in the measurements; ask for it).
     batch_size, seed : int
     command : str | None
         The command line, recorded in NEW's provenance.
@@ -592,7 +597,7 @@ def calibrate(
     models = _load_models(base)
     fitting = methods_for(models)
     if methods is None:
-        methods = fitting
+        methods = tuple(m for m in fitting if m not in OPT_IN_METHODS)
     elif [m for m in methods if m not in fitting]:
         raise CalibrationError(
             f"method(s) {', '.join(m for m in methods if m not in fitting)} do not fit bundle "
