@@ -202,24 +202,27 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
               help="Seconds for the whole adaptation (split between the methods).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Optimizer steps per method at most.")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["subject_layer", "heads"]),
-              help="Methods to try (default: both; the best on validation is kept).")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["subject_layer", "heads", "restandardise", "refit", "refit_prior"]),
+              help="Methods to try (default: those that fit the bundle's extractors: subject_layer and heads "
+                   "for the convolutional ones, refit and refit_prior for the feature ones, which also take "
+                   "restandardise; the best on validation is kept).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the calibration report here.")
 @common_options
 def calibrate(session_dir, bundle_dir, out_dir, budget_s, max_steps, methods, seed, json_path, cfg_data) -> None:
-    """Adapt BASE to the subject of a recorded session: a subject layer or the extractor heads; write NEW."""
+    """Adapt BASE to the subject of a recorded session (subject layer, heads, or a closed-form refit); write NEW."""
     import shlex
     import sys
 
     from neuroimagen.training.models.bundle import BundleError
-    from neuroimagen.training.train.calibrate import METHODS, CalibrationError
+    from neuroimagen.training.train.calibrate import CalibrationError
     from neuroimagen.training.train.calibrate import calibrate as run_calibration
 
     try:
         report = run_calibration(session_dir, bundle_dir, out_dir, budget_s=budget_s, max_steps=max_steps,
-                                 methods=methods or METHODS, seed=seed,
+                                 methods=methods or None, seed=seed,
                                  command="neuroimagen " + shlex.join(sys.argv[1:]))
     except (CalibrationError, BundleError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -63,11 +63,14 @@ def write_tiny_bundle(
     class_names: list[str] | None = None,
     twin: TwinProvenance | None = None,
     seed: int = 0,
+    members: dict | None = None,
+    class_embeddings: dict | None = None,
 ) -> Path:
     """Write a tiny random bundle; returns its folder.
 
     Defaults: the 128-channel montage at 1 kHz, window normalisation, sliding
-    windows of 440 samples, 6 classes.
+    windows of 440 samples, 6 classes; :func:`tiny_members` and random class
+    embeddings unless ``members`` / ``class_embeddings`` are given.
     """
     ch_names = list(ch_names or montage_ch_names(MONTAGE))
     class_names = list(class_names or [f"class{i}" for i in range(6)])
@@ -83,9 +86,10 @@ def write_tiny_bundle(
         preprocessing=preprocessing,
         windowing=windowing,
         norm_stats=norm_stats,
-        members=tiny_members(len(ch_names), preprocessing.resample_n_times or windowing.n_times, seed=seed),
-        data={"class_embeddings": {"tokens": torch.randn(k, N_TOKENS, WIDTH, generator=gen),
-                                   "pooled": torch.randn(k, WIDTH, generator=gen)}},
+        members=members or tiny_members(len(ch_names), preprocessing.resample_n_times or windowing.n_times,
+                                        seed=seed),
+        data={"class_embeddings": class_embeddings or {"tokens": torch.randn(k, N_TOKENS, WIDTH, generator=gen),
+                                                       "pooled": torch.randn(k, WIDTH, generator=gen)}},
         class_names=class_names,
         scheduler=LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
         generator=FrameSettings(unet="unet", autoencoder="autoencoder", projection="projection",
@@ -95,11 +99,53 @@ def write_tiny_bundle(
     return Path(out)
 
 
-def write_twin_bundle(out: str | Path, twin_dir: str | Path, seed: int = 0) -> Path:
-    """A tiny random bundle with a twin's contract, preprocessing, marker windowing and classes."""
+def feature_members(twin_dir: str | Path, n_classes: int, image_size: int = 32, alpha: float = 1e4,
+                    seed: int = 0) -> tuple[dict, dict]:
+    """Feature* extractors fitted in closed form on a twin's training split, as the demo presets fit them.
+
+    Returns ``(members, class_embeddings)``: the embedded default's extractor classes
+    (FeaturePixelEncoder with a linear-head SaliencyGenerator on the training images'
+    principal components, FeatureSemanticExtractor) at toy size, the rest of
+    :func:`tiny_members`, and random class embeddings (tokens, pooled).
+    """
+    from neuroimagen.training.models.pixel import FeaturePixelEncoder
+    from neuroimagen.training.models.semantic import FeatureSemanticExtractor
+    from neuroimagen.training.train.data import load_images, load_trials
+
+    train = load_trials(twin_dir, ("train",))
+    n_channels, n_times = train.x.shape[1:]
+    gen = torch.Generator().manual_seed(seed)
+    emb = {"tokens": torch.randn(n_classes, N_TOKENS, WIDTH, generator=gen),
+           "pooled": torch.randn(n_classes, WIDTH, generator=gen)}
+    semantic = FeatureSemanticExtractor(n_channels=n_channels, n_times=n_times, n_classes=n_classes,
+                                        n_tokens=N_TOKENS, width=WIDTH, token_rank=n_classes)
+    semantic.fit_closed_form(train.x, train.label, emb["tokens"], emb["pooled"], alpha=alpha)
+    # the saliency stage's features path: PCA coefficients of the training images, decoded by the linear head
+    images = load_images(twin_dir, train.images, image_size)
+    flat = images.double().reshape(len(images), -1)
+    mean = flat.mean(0)
+    vt = torch.linalg.svd(flat - mean, full_matrices=False).Vh[:FEATURES]
+    pixel = FeaturePixelEncoder(n_channels=n_channels, n_times=n_times, feature_dim=FEATURES)
+    pixel.fit_closed_form(train.x, ((flat - mean) @ vt.T).float()[train.image_index], alpha=alpha)
+    saliency = SaliencyGenerator(feature_dim=FEATURES, base_channels=32, image_size=image_size, linear_head=True)
+    saliency.set_linear_basis(vt.float().reshape(FEATURES, 3, image_size, image_size),
+                              mean.float().reshape(3, image_size, image_size))
+    members = tiny_members(n_channels, n_times, image_size, seed)
+    members.update(pixel_encoder=("pixel_encoder", pixel.eval()), saliency=("saliency", saliency.eval()),
+                   semantic=("semantic", semantic.eval()))
+    return members, emb
+
+
+def write_twin_bundle(out: str | Path, twin_dir: str | Path, seed: int = 0, features: bool = False) -> Path:
+    """A tiny bundle with a twin's contract, preprocessing, marker windowing and classes.
+
+    Random conv extractors, or with ``features`` the Feature* extractors fitted on the
+    twin's training split (:func:`feature_members`): the embedded default's classes.
+    """
     root = Path(twin_dir)
     meta = json.loads((root / "twin.json").read_text())
     stats = meta["norm_stats"]
+    members, emb = feature_members(root, len(meta["class_names"]), seed=seed) if features else (None, None)
     return write_tiny_bundle(
         out,
         ch_names=list(meta["ch_names"]),
@@ -112,4 +158,6 @@ def write_twin_bundle(out: str | Path, twin_dir: str | Path, seed: int = 0) -> P
         twin=TwinProvenance(preset=meta["preset"], seed=int(meta["config"]["seed"]),
                             version=str(meta.get("version", "1"))),
         seed=seed,
+        members=members,
+        class_embeddings=emb,
     )

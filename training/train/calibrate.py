@@ -17,7 +17,12 @@ Steps (:func:`calibrate`)
    payload ``"test": true``) are held out for the evaluation; when the session
    has none, 20% of its images are. Of the rest, 20% of the images are a
    validation part that picks the method.
-4. Adapt, each method within its share of the time budget:
+4. Adapt, each method within its share of the time budget. The methods tried
+   depend on the extractors' classes (:func:`methods_for`; a class with no
+   method is refused, naming it):
+
+   Convolutional extractors (:class:`~neuroimagen.training.models.pixel.PixelEncoder`,
+   :class:`~neuroimagen.training.models.semantic.SemanticExtractor`), by gradient:
 
    - ``subject_layer``: a per-subject linear map of the channels ``x -> W x + b``
      (``W`` from the identity, penalised towards it) in front of the frozen
@@ -31,6 +36,29 @@ Steps (:func:`calibrate`)
    The subject layer is then folded exactly into the first (channel-mixing)
    convolutions of the pixel encoder and the semantic extractor, so NEW has
    the same model classes and runs on every backend unchanged.
+
+   Feature extractors (:class:`~neuroimagen.training.models.pixel.FeaturePixelEncoder`,
+   :class:`~neuroimagen.training.models.semantic.FeatureSemanticExtractor`: standardised
+   binned features mapped by one linear layer), in closed form. The linear layer is
+   the semantic extractor's class code (targets: one-hot labels, as its own
+   ``fit_closed_form``) and the pixel encoder's projection (targets: the features
+   whose image under BASE's saliency generator's linear head is the stimulus image,
+   by least squares, as the saliency stage's principal-component coefficients);
+   the token and pooled heads and the saliency generator stay BASE's:
+
+   - ``restandardise`` (only when asked for: it never beat ``none`` when measured):
+     the features' mean and scale re-estimated on the subject's windows
+     (per-subject gains and offsets), the weights kept;
+   - ``refit``: ridge regression on the subject's windows alone (the subject's
+     standardisation), as the training stages fit it;
+   - ``refit_prior``: ridge shrunk towards BASE's weights on BASE's standardisation,
+     ``argmin ||X w - y||^2 + alpha ||w - w_base||^2`` (intercept unpenalised), which
+     tends to BASE as alpha grows: the safe choice with few trials.
+
+   For each extractor apart, the validation part (semantic: top-1, then the class
+   cross-entropy; pixel: SSIM) picks the ridge penalty from :data:`RIDGE_ALPHAS`, or
+   keeps BASE's map when none beats it; every penalty is solved from one
+   eigendecomposition of the (trials x trials, or features x features) Gram matrix.
 5. Keep the best on the validation part (``none``, BASE unchanged, is a
    candidate too), report class top-1 and saliency SSIM on the held-out test
    trials before and after, and write NEW with :func:`~neuroimagen.training.models.bundle.write_bundle`
@@ -51,12 +79,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CalibrationError", "SessionWindows", "calibrate", "class_map", "evaluate_on_twin", "new_subject_bench", "session_windows"]
+__all__ = ["CalibrationError", "SessionWindows", "calibrate", "class_map", "evaluate_on_twin", "methods_for",
+           "new_subject_bench", "session_windows"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("subject_layer", "heads")
+CONV_METHODS = ("subject_layer", "heads")
+FEATURE_METHODS = ("restandardise", "refit", "refit_prior")
+METHODS = CONV_METHODS + FEATURE_METHODS
+# tried only when asked for: on the small twin's new subjects (wide and narrow variation) it
+# never beat BASE on validation or test (see the README's "A new subject")
+OPT_IN_METHODS = ("restandardise",)
 TEMPERATURE = 0.1
+# ridge penalties on standardised features (~3000 of them for 128 channels x 22 bins + log-variance);
+# the training stages pick theirs from 3e4-3e5 on thousands of windows
+RIDGE_ALPHAS = (1e1, 1e2, 3e2, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 1e7)
 
 
 class CalibrationError(ValueError):
@@ -334,6 +371,166 @@ def _load_models(bundle) -> _Models:
     return m
 
 
+def methods_for(models: _Models) -> tuple[str, ...]:
+    """The calibration methods that fit the extractors' classes.
+
+    Raises
+    ------
+    CalibrationError
+        An extractor class calibrate has no method for (naming it), or a pixel encoder
+        and a semantic extractor of different kinds (one method adapts both).
+    """
+    from neuroimagen.training.models.pixel import FeaturePixelEncoder, PixelEncoder
+    from neuroimagen.training.models.semantic import FeatureSemanticExtractor, SemanticExtractor
+
+    kinds = {PixelEncoder: CONV_METHODS, SemanticExtractor: CONV_METHODS,
+             FeaturePixelEncoder: FEATURE_METHODS, FeatureSemanticExtractor: FEATURE_METHODS}
+    known = "; ".join(f"{c.__name__}: {', '.join(m)}" for c, m in kinds.items())
+    found = {}
+    for role, model in (("pixel_encoder", models.pixel), ("semantic", models.semantic)):
+        if type(model) not in kinds:
+            raise CalibrationError(f"calibrate has no method for the {role} model {type(model).__name__} "
+                                   f"(it calibrates {known})")
+        found[role] = kinds[type(model)]
+    if found["pixel_encoder"] != found["semantic"]:
+        raise CalibrationError(f"calibrate has no method for the pair {type(models.pixel).__name__} + "
+                               f"{type(models.semantic).__name__} (one method adapts both; it calibrates {known})")
+    return found["semantic"]
+
+
+def _pixel_targets(saliency: nn.Module, img: torch.Tensor) -> torch.Tensor:
+    """Features (n, feature_dim) float64 whose image under the generator's linear head is ``img`` (least squares).
+
+    The saliency stage's targets for a :class:`FeaturePixelEncoder`: with the principal
+    components of the training images as the head, the stimulus' coefficients.
+    """
+    lin = getattr(saliency, "linear", None)
+    if lin is None:
+        raise CalibrationError(f"the saliency generator ({type(saliency).__name__}) has no linear head: "
+                               "the pixel encoder's feature targets cannot be made (refit methods need linear_head)")
+    w, b = lin.weight.detach().double(), lin.bias.detach().double()  # (3 S S, feature_dim), (3 S S,)
+    flat = img.double().reshape(len(img), -1) - b
+    return torch.linalg.lstsq(w, flat.T).solution.T
+
+
+def _ridge_path(fs: torch.Tensor, y: torch.Tensor, alphas: Sequence[float], w0: torch.Tensor | None = None):
+    """Yield ``(alpha, weight (F, D))`` minimising ``||fs w - y||^2 + alpha ||w - w0||^2`` for each alpha.
+
+    ``fs`` (N, F) and ``y`` (N, D) float64, centred (the intercept is fitted apart).
+    With ``w0``, the solution is ``w0`` plus the ridge fit of the residual ``y - fs w0``.
+    One eigendecomposition serves every alpha: of ``fs fs^T`` (N x N) when N <= F, else of ``fs^T fs``.
+    """
+    r = y if w0 is None else y - fs @ w0
+    n, f = fs.shape
+    if n <= f:
+        s, u = torch.linalg.eigh(fs @ fs.T)
+        ur, s = u.T @ r, s.clamp_min(0)
+        for a in alphas:
+            w = fs.T @ (u @ (ur / (s + a)[:, None]))
+            yield a, w if w0 is None else w + w0
+    else:
+        s, v = torch.linalg.eigh(fs.T @ fs)
+        vr, s = v.T @ (fs.T @ r), s.clamp_min(0)
+        for a in alphas:
+            w = v @ (vr / (s + a)[:, None])
+            yield a, w if w0 is None else w + w0
+
+
+def _feature_linear(model: nn.Module) -> nn.Linear:
+    """The linear layer on a Feature* extractor's standardised features (class code, or projection)."""
+    return model.code if hasattr(model, "code") else model.proj
+
+
+@torch.no_grad()
+def _set_feature_map(model: nn.Module, mean, scale, weight, bias) -> None:
+    """Standardisation (F,) and linear map (weight (F, D), bias (D,)) of a Feature* extractor, in place."""
+    lin = _feature_linear(model)
+    model.feature_mean.copy_(mean.float())
+    model.feature_scale.copy_(scale.float())
+    lin.weight.copy_(weight.T.float())
+    lin.bias.copy_(bias.float())
+
+
+def _raw_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model.features(x[i:i + 256]) for i in range(0, len(x), 256)]).double()
+
+
+def _semantic_val(model: nn.Module, x, y, class_pooled) -> tuple[float, float]:
+    """(top-1, -cross-entropy) of the class scores on (x, y): larger is better."""
+    from neuroimagen.training.models.semantic import class_scores
+
+    with torch.no_grad():
+        scores = class_scores(model(x)[1], class_pooled)
+    return float((scores.argmax(1) == y).float().mean()), -float(F.cross_entropy(scores / TEMPERATURE, y))
+
+
+def _pixel_val(pixel: nn.Module, saliency: nn.Module, x, img) -> float:
+    from neuroimagen.training.eval.metrics import ssim
+
+    with torch.no_grad():
+        image = torch.cat([saliency(pixel(x[i:i + 128])) for i in range(0, len(x), 128)])
+    if image.shape[-1] != img.shape[-1]:
+        img = F.interpolate(img, size=image.shape[-2:], mode="bilinear", antialias=True)
+    return float(np.mean(ssim(image.float().clamp(0, 1), img)))
+
+
+def _adapt_features(method: str, m: _Models, fit, val, class_pooled: torch.Tensor, *, budget_s: float) -> dict:
+    """One closed-form method on both Feature* extractors of ``m`` (in place); the val part picks alpha.
+
+    ``fit``, ``val``: (x, y, img). Returns the info for the report (alphas, seconds, trials solved).
+    """
+    t0 = time.monotonic()
+    x_fit, y_fit, img_fit = fit
+    x_val, y_val, img_val = val
+    info: dict = {"steps": 0}
+    for role, model in (("semantic", m.semantic), ("pixel_encoder", m.pixel)):
+        f = _raw_features(model, x_fit)
+        lin = _feature_linear(model)
+        w_base, b_base = lin.weight.detach().T.double().clone(), lin.bias.detach().double().clone()
+        if method == "restandardise":
+            _set_feature_map(model, f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8), w_base, b_base)
+            continue
+        # targets: one-hot classes (the class code) or the stimulus' coefficients under the saliency head
+        if role == "semantic":
+            y = F.one_hot(y_fit, lin.out_features).double()
+        else:
+            y = _pixel_targets(m.saliency, img_fit)
+        if method == "refit":  # the subject's own standardisation, no prior
+            mean, scale, w0 = f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8), None
+        else:  # refit_prior: BASE's standardisation and weights
+            mean, scale, w0 = model.feature_mean.double().clone(), model.feature_scale.double().clone(), w_base
+        fs = (f - mean) / scale
+        f_mean, y_mean = fs.mean(0), y.mean(0)
+
+        def val_score(role=role, model=model):
+            if role == "semantic":
+                return _semantic_val(model, x_val, y_val, class_pooled)
+            return (_pixel_val(model, m.saliency, x_val, img_val),)
+
+        # BASE's own map is a candidate too: the two extractors are chosen apart, so a refit that
+        # helps the class code does not bring along a projection that lowers SSIM (or vice versa)
+        base_state = (model.feature_mean.clone(), model.feature_scale.clone(), w_base, b_base)
+        best = (val_score(), None, base_state)
+        tried = {"base": best[0][0]}
+        for alpha, w in _ridge_path(fs - f_mean, y - y_mean, RIDGE_ALPHAS, w0):
+            state = (mean, scale, w, y_mean - f_mean @ w)
+            _set_feature_map(model, *state)
+            score = val_score()
+            tried[f"{alpha:g}"] = score[0]
+            info["steps"] += 1
+            if score > best[0]:
+                best = (score, alpha, state)
+            if time.monotonic() - t0 > budget_s:
+                logger.warning("%s (%s): out of its time share after alpha %g", method, role, alpha)
+                break
+        _set_feature_map(model, *best[2])
+        info[f"{role}_alpha"] = best[1]  # None: BASE's map kept
+        info[f"{role}_val_by_alpha"] = tried
+    info["train_s"] = time.monotonic() - t0
+    return info
+
+
 def calibrate(
     session_dir: str | Path,
     bundle_dir: str | Path,
@@ -341,7 +538,7 @@ def calibrate(
     *,
     budget_s: float = 600.0,
     max_steps: int = 2000,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     batch_size: int = 64,
     seed: int = 0,
     command: str | None = None,
@@ -362,8 +559,10 @@ def calibrate(
         is left after reading the session, less a reserve (10 %, at most 60 s) for
         the validation runs, the final evaluation and writing, is split evenly between ``methods``.
     max_steps : int
-        At most this many optimizer steps per method.
-    methods : subset of ("subject_layer", "heads")
+        At most this many optimizer steps per gradient method.
+    methods : subset of :data:`METHODS` | None
+        None: every method that fits the extractors' classes (:func:`methods_for`) but
+        ``restandardise`` (never better than ``none`` in the measurements; ask for it).
     batch_size, seed : int
     command : str | None
         The command line, recorded in NEW's provenance.
@@ -380,23 +579,33 @@ def calibrate(
     ------
     CalibrationError
         A class BASE has no targets for, a channel it takes missing, a rate that
-        differs, no marked trials, or no held-out images left to train on.
+        differs, no marked trials, no held-out images left to train on, an extractor
+        class with no method, or a method asked for that does not fit the extractors.
     """
     from neuroimagen.training.models.bundle import load_bundle
 
     say = progress or (lambda msg: None)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise CalibrationError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")
+    if methods is not None:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise CalibrationError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")
     t_start = time.monotonic()
     torch.manual_seed(seed)
-    # 1-3. BASE, the session's windows, targets
+    # 1-3. BASE and the methods its extractors take, the session's windows, targets
     say("reading the bundle and the session")
     base = load_bundle(bundle_dir)
+    models = _load_models(base)
+    fitting = methods_for(models)
+    if methods is None:
+        methods = tuple(m for m in fitting if m not in OPT_IN_METHODS)
+    elif [m for m in methods if m not in fitting]:
+        raise CalibrationError(
+            f"method(s) {', '.join(m for m in methods if m not in fitting)} do not fit bundle "
+            f"{base.manifest.name!r}'s extractors ({type(models.pixel).__name__}, {type(models.semantic).__name__}); "
+            f"they take {', '.join(fitting)}")
     sw, meta = session_windows(session_dir, base)
     emb = base.data("class_embeddings")
     class_tokens, class_pooled = emb["tokens"].float(), emb["pooled"].float()
-    models = _load_models(base)
     size = int(models.saliency.config.image_size)
     img = _stimulus_images(meta, sw.images, size)
     x_all, y_all = torch.from_numpy(sw.eeg), torch.from_numpy(sw.labels)
@@ -437,6 +646,8 @@ def calibrate(
                           reg=lambda layer=layer, eye=eye: 1e-2 * ((layer.weight - eye) ** 2).sum(),
                           batch_size=batch_size, seed=seed)
             bake_subject_layer(convs)
+        elif method in FEATURE_METHODS:
+            info = _adapt_features(method, m, fit, val, class_pooled, budget_s=share)
         else:
             params = [*m.semantic.heads.parameters(), *m.pixel.proj.parameters()]
             for p in params:
@@ -447,7 +658,7 @@ def calibrate(
         scores[method] = _evaluate(m, *val, class_pooled)
         tried[method] = {**info, "val": scores[method]}
         candidates[method] = m
-        logger.info("%s: %d steps in %.1f s, validation top-1 %.3f, SSIM %.3f", method, info["steps"],
+        logger.info("%s: %d steps (or penalties) in %.1f s, validation top-1 %.3f, SSIM %.3f", method, info["steps"],
                     info["train_s"], scores[method]["top1"], scores[method]["ssim"])
     # 5. keep the best on validation (top-1 + SSIM); report on the held-out test trials
     kept = max(scores, key=lambda k: scores[k]["top1"] + scores[k]["ssim"])
