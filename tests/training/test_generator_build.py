@@ -50,3 +50,24 @@ def test_stages_resume_and_the_bundle_assembles(twin, tmp_path):
     tokens = bundle.data("class_embeddings")["tokens"]
     out = frame(torch.rand(2, 3, 32, 32), tokens)
     assert out.shape == (2, 3, 32, 32)
+
+
+def test_prior_images_are_the_twins_classes_drawn_anew(twin):
+    """The image prior: the twin's renderer, its classes and image statistics, never one of its images."""
+    from neuroimagen.training.train.generator import load_twin_images, render_prior_images
+
+    meta = json.loads((twin / "twin.json").read_text())
+    images, labels = render_prior_images(meta, 6, 32, seed=3)
+    assert images.shape == (12, 3, 32, 32) and images.dtype == torch.float32
+    assert labels.tolist() == [0] * 6 + [1] * 6
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    again, _ = render_prior_images(meta, 6, 32, seed=3)
+    assert torch.equal(images, again)  # seeded
+    other, _ = render_prior_images(meta, 6, 32, seed=4)
+    assert not torch.equal(images, other)
+    twin_images = load_twin_images(twin, 32)["images"]
+    # no prior image is one of the twin's (held-out ones included): the smallest distance is far from 0
+    dist = torch.cdist(images.flatten(1), twin_images.flatten(1))
+    assert float(dist.min()) > 1.0
+    # same renderer and encoding: the mean grey level matches the twin's within a few percent
+    assert abs(float(images.mean()) - float(twin_images.mean())) < 0.05

@@ -10,6 +10,14 @@ stage is skipped on the next run, so the build is resumable)::
     student/       LCM-distilled UNet (time_cond_proj_dim) + the same projection
     voting/        ImageEncoder trained contrastively to the class targets (optional)
 
+The image prior: the generator needs no EEG, only images of the classes. Besides the
+twin's train-split images it can train on ``prior_images_per_class`` more images per class
+drawn by the twin's own renderer (:func:`~neuroimagen.training.data.twin.stimuli.sample_layouts`,
+:func:`~neuroimagen.training.data.twin.stimuli.render_image`, the twin's image size and JPEG
+encoding) with layouts from ``prior_seed``, a seed stream disjoint from the twin's: 16 images
+per class are too few for a diffusion model to learn to draw a class. Held-out (val, test)
+images are never used; the layouts are continuous random draws, so no prior image repeats one.
+
 :func:`assemble_bundle` then writes a bundle from the extractor folders (pixel encoder,
 saliency generator, semantic extractor: the extractors issue's outputs), this generator
 and the twin's stream contract, preprocessing, windowing and normalisation statistics.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,6 +57,7 @@ __all__ = [
     "assemble_bundle",
     "build_generator",
     "load_twin_images",
+    "render_prior_images",
     "tiny_autoencoder",
     "tiny_unet",
 ]
@@ -78,6 +88,9 @@ class GeneratorConfig(FrozenConfig):
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
+    prior_images_per_class: int = Field(0, ge=0, description="the image prior: this many more images per class "
+                                        "rendered by the twin's renderer (0: the twin's train images only)")
+    prior_seed: int = Field(7919, description="seed of the prior's layouts (spawned apart from the twin's seed)")
     max_minutes_per_stage: float = Field(20.0, gt=0, description="a stage stops early past this budget")
 
 
@@ -159,6 +172,44 @@ def load_twin_images(twin_dir: str | Path, image_size: int) -> dict[str, Any]:
     }
 
 
+def render_prior_images(meta: dict, n_per_class: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image prior: ``n_per_class`` new images of each twin class, drawn as the twin draws its own.
+
+    Parameters
+    ----------
+    meta : the twin's ``twin.json`` (classes, image size)
+    n_per_class : images per class
+    image_size : output side (px), resized as :func:`~neuroimagen.training.eval.images.load_image` does
+    seed : the layouts' seed; its stream is ``SeedSequence([seed, twin seed, 1])``, never the twin's own
+        ``SeedSequence(twin seed)`` spawn, so the layouts are other draws than the twin's images
+
+    Returns
+    -------
+    images (K * n_per_class, 3, S, S) float32 in [0, 1], labels (K * n_per_class,) int64
+    """
+    import io
+
+    from PIL import Image
+
+    from neuroimagen.training.data.twin.stimuli import render_image, sample_layouts
+
+    n_cls, px = int(meta["sizes"]["n_classes"]), int(meta["sizes"]["image_size_px"])
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(meta["seed"]), 1]))
+    out = []
+    for c in range(n_cls):
+        for lay in sample_layouts(n_per_class, rng):
+            buf = io.BytesIO()
+            render_image(c, lay, px).save(buf, format="JPEG", quality=92)  # the twin's files are JPEG 92
+            buf.seek(0)
+            with Image.open(buf) as img:
+                img = img.convert("RGB")
+                if img.size != (image_size, image_size):
+                    img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+                out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    labels = torch.arange(n_cls).repeat_interleave(n_per_class)
+    return torch.stack(out).contiguous(), labels
+
+
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Horizontal flips only: position is information in the twin (it drives the EEG)."""
     flip = torch.rand(x.shape[0], generator=g) < 0.5
@@ -183,6 +234,23 @@ def _budget(cfg: GeneratorConfig) -> Callable[[], bool]:
     return lambda: time.monotonic() - t0 > 60 * cfg.max_minutes_per_stage
 
 
+def _cosine_lr(cfg: GeneratorConfig, opt: torch.optim.Optimizer, lr: float, n_steps: int) -> Callable[[int], None]:
+    """Cosine decay over whichever runs out first, the steps or the stage's time budget.
+
+    On a slow or shared CPU the time budget ends a stage early; the learning rate has then
+    still decayed to (near) zero, as it would have at the last step.
+    """
+    t0 = time.monotonic()
+    budget_s = 60 * cfg.max_minutes_per_stage
+
+    def update(step: int) -> None:
+        p = min(1.0, max(step / max(n_steps, 1), (time.monotonic() - t0) / budget_s))
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * p))
+
+    return update
+
+
 def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
                       progress: Callable[[str], None]) -> dict:
     """Stage 1: reconstruct the images (L1 + MSE), then set ``scaling_factor`` to unit latent std."""
@@ -190,10 +258,12 @@ def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
     g = torch.Generator().manual_seed(cfg.seed)
     vae = tiny_autoencoder(cfg).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr * 2)
+    set_lr = _cosine_lr(cfg, opt, cfg.lr * 2, cfg.ae_steps)
     over = _budget(cfg)
     loss = torch.tensor(float("nan"))
     step = 0
     for step in range(cfg.ae_steps):
+        set_lr(step)
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
         x = _augment(images[idx], g) * 2 - 1
         lat = vae.encoder(x)
@@ -227,11 +297,12 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
     sched = noise_scheduler()
     params = list(unet.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.unet_steps)
+    set_lr = _cosine_lr(cfg, opt, cfg.lr, cfg.unet_steps)
     over = _budget(cfg)
     losses: list[float] = []
     step = 0
     for step in range(cfg.unet_steps):
+        set_lr(step)
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=g)
@@ -243,7 +314,6 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        lr_sched.step()
         losses.append(float(loss.detach()))
         if step % 100 == 0:
             progress(f"teacher step {step}/{cfg.unet_steps} loss {np.mean(losses[-100:]):.4f}")
@@ -320,6 +390,11 @@ def build_generator(
         data["tokens"], data["pooled"] = targets[0].float(), targets[1].float()
     train = data["part"] == 0
     images, labels = data["images"][train], data["labels"][train]
+    if cfg.prior_images_per_class > 0:
+        prior, prior_labels = render_prior_images(data["meta"], cfg.prior_images_per_class, cfg.image_size,
+                                                  cfg.prior_seed)
+        say(f"image prior: {len(prior)} rendered images (seed {cfg.prior_seed}) + {len(images)} twin train images")
+        images, labels = torch.cat([images, prior]), torch.cat([labels, prior_labels])
     tokens = data["tokens"][labels]
     results: dict[str, dict] = {}
     # 1. autoencoder
