@@ -241,7 +241,7 @@ def test_feature_semantic_extractor_token_temperature_sharpens_the_token_mix(tmp
     sharp.load_state_dict(plain.state_dict())
     with torch.no_grad():
         code = plain.class_code(x)
-        (t_plain, p_plain), (t_sharp, p_sharp) = plain(x), sharp(x)
+        (_, p_plain), (t_sharp, p_sharp) = plain(x), sharp(x)
     torch.testing.assert_close(p_sharp, p_plain)
     mix = torch.softmax(code / 0.05, -1)
     torch.testing.assert_close(t_sharp, torch.einsum("bk,knw->bnw", mix, tokens), atol=2e-4, rtol=1e-4)
