@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -78,6 +78,9 @@ class GeneratorConfig(FrozenConfig):
     unet_channels: tuple[int, int] = (32, 64)
     cross_attention_dim: int = 64
     attention_head_dim: int = 8
+    unet_cross_attention: Literal["inner", "all"] = Field(
+        "inner", description="UNet levels with cross-attention to the conditioning: the inner (coarsest) "
+        "one, or all (the outer level too, where a small object's shape is drawn)")
     unet_steps: int = 3000
     distill_steps: int = 800
     time_cond_proj_dim: int = 32
@@ -92,6 +95,8 @@ class GeneratorConfig(FrozenConfig):
                                         "rendered by the twin's renderer (0: the twin's train images only)")
     prior_seed: int = Field(7919, description="seed of the prior's layouts (spawned apart from the twin's seed)")
     max_minutes_per_stage: float = Field(20.0, gt=0, description="a stage stops early past this budget")
+    stage_minutes: dict[Literal["autoencoder", "teacher", "student"], float] = Field(
+        default_factory=dict, description="per-stage budgets (minutes) in place of max_minutes_per_stage")
 
 
 def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
@@ -108,14 +113,15 @@ def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
 
 def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
     c0, c1 = cfg.unet_channels
+    outer = "CrossAttn" if cfg.unet_cross_attention == "all" else ""
     return UNet2DConditionModel(
         sample_size=cfg.image_size // 4,
         in_channels=cfg.latent_channels,
         out_channels=cfg.latent_channels,
         block_out_channels=(c0, c1),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=(f"{outer}DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", f"{outer}UpBlock2D"),
         cross_attention_dim=cfg.cross_attention_dim,
         attention_head_dim=cfg.attention_head_dim,
         norm_num_groups=8,
@@ -229,19 +235,24 @@ def _finish(folder: Path, info: dict) -> dict:
     return info
 
 
-def _budget(cfg: GeneratorConfig) -> Callable[[], bool]:
+def _minutes(cfg: GeneratorConfig, stage: str) -> float:
+    return float(cfg.stage_minutes.get(stage, cfg.max_minutes_per_stage))
+
+
+def _budget(cfg: GeneratorConfig, stage: str) -> Callable[[], bool]:
     t0 = time.monotonic()
-    return lambda: time.monotonic() - t0 > 60 * cfg.max_minutes_per_stage
+    return lambda: time.monotonic() - t0 > 60 * _minutes(cfg, stage)
 
 
-def _cosine_lr(cfg: GeneratorConfig, opt: torch.optim.Optimizer, lr: float, n_steps: int) -> Callable[[int], None]:
+def _cosine_lr(cfg: GeneratorConfig, opt: torch.optim.Optimizer, lr: float, n_steps: int,
+               stage: str) -> Callable[[int], None]:
     """Cosine decay over whichever runs out first, the steps or the stage's time budget.
 
     On a slow or shared CPU the time budget ends a stage early; the learning rate has then
     still decayed to (near) zero, as it would have at the last step.
     """
     t0 = time.monotonic()
-    budget_s = 60 * cfg.max_minutes_per_stage
+    budget_s = 60 * _minutes(cfg, stage)
 
     def update(step: int) -> None:
         p = min(1.0, max(step / max(n_steps, 1), (time.monotonic() - t0) / budget_s))
@@ -258,8 +269,8 @@ def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
     g = torch.Generator().manual_seed(cfg.seed)
     vae = tiny_autoencoder(cfg).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr * 2)
-    set_lr = _cosine_lr(cfg, opt, cfg.lr * 2, cfg.ae_steps)
-    over = _budget(cfg)
+    set_lr = _cosine_lr(cfg, opt, cfg.lr * 2, cfg.ae_steps, "autoencoder")
+    over = _budget(cfg, "autoencoder")
     loss = torch.tensor(float("nan"))
     step = 0
     for step in range(cfg.ae_steps):
@@ -297,8 +308,8 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
     sched = noise_scheduler()
     params = list(unet.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    set_lr = _cosine_lr(cfg, opt, cfg.lr, cfg.unet_steps)
-    over = _budget(cfg)
+    set_lr = _cosine_lr(cfg, opt, cfg.lr, cfg.unet_steps, "teacher")
+    over = _budget(cfg, "teacher")
     losses: list[float] = []
     step = 0
     for step in range(cfg.unet_steps):
@@ -336,7 +347,7 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
     distiller = LCMDistiller(teacher, student, noise_scheduler(), num_ddim_timesteps=cfg.num_ddim_timesteps,
                              lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95, w_range=(0.0, cfg.distill_w_max))
     guided = cfg.distill_w_max > 0 and proj.null_tokens is not None
-    over = _budget(cfg)
+    over = _budget(cfg, "student")
     losses: list[float] = []
     step = 0
     for step in range(cfg.distill_steps):
