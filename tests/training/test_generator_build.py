@@ -71,3 +71,28 @@ def test_prior_images_are_the_twins_classes_drawn_anew(twin):
     assert float(dist.min()) > 1.0
     # same renderer and encoding: the mean grey level matches the twin's within a few percent
     assert abs(float(images.mean()) - float(twin_images.mean())) < 0.05
+
+
+def test_learning_rate_decays_by_steps_or_by_the_stage_budget_whichever_is_further(monkeypatch):
+    from neuroimagen.training.train import generator as gen
+
+    clock = [100.0]
+    monkeypatch.setattr(gen.time, "monotonic", lambda: clock[0])
+    cfg = GeneratorConfig(max_minutes_per_stage=10, stage_minutes={"teacher": 2})
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    set_lr = gen._cosine_lr(cfg, opt, 1.0, n_steps=100, stage="teacher")
+    set_lr(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    set_lr(50)  # half the steps, no time spent
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    clock[0] += 60.0  # half the teacher's own 2-minute budget, a tenth of the steps
+    set_lr(10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    clock[0] += 120.0  # past the budget: decayed to zero, and the stage is over
+    set_lr(20)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    over = gen._budget(cfg, "autoencoder")  # no override: max_minutes_per_stage
+    clock[0] += 9 * 60
+    assert not over()
+    clock[0] += 2 * 60
+    assert over()
