@@ -228,3 +228,31 @@ def test_feature_pixel_encoder_and_linear_head_generator_decode_in_closed_form()
         SaliencyGenerator(feature_dim=3, base_channels=16, image_size=16).set_linear_basis(basis, mean)
     with pytest.raises(ValueError, match="targets must be"):
         enc.fit_closed_form(x, targets[:, :2], alpha=1.0)
+
+
+def test_feature_semantic_extractor_token_temperature_sharpens_the_token_mix(tmp_path):
+    """softmax(code / T) mixes the class tokens; pooled and the class scores are unchanged; it round-trips."""
+    x, labels, tokens, pooled = _feature_fixture()
+    k = len(pooled)
+    kw = dict(n_channels=6, n_times=40, bin_samples=5, n_classes=k, n_tokens=3, width=8, token_rank=k - 1)
+    plain = FeatureSemanticExtractor(**kw).eval()
+    plain.fit_closed_form(x, labels, tokens, pooled, alpha=10.0)
+    sharp = FeatureSemanticExtractor(**kw, token_temperature=0.05).eval()
+    sharp.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        code = plain.class_code(x)
+        (_, p_plain), (t_sharp, p_sharp) = plain(x), sharp(x)
+    torch.testing.assert_close(p_sharp, p_plain)
+    mix = torch.softmax(code / 0.05, -1)
+    torch.testing.assert_close(t_sharp, torch.einsum("bk,knw->bnw", mix, tokens), atol=2e-4, rtol=1e-4)
+    # a tiny temperature gives the decoded class's own tokens
+    sharp.register_to_config(token_temperature=1e-4)
+    with torch.no_grad():
+        t_top = sharp(x)[0]
+    torch.testing.assert_close(t_top, tokens[code.argmax(1)], atol=2e-4, rtol=1e-4)
+    save_model(sharp, tmp_path / "m")
+    back = load_model(FeatureSemanticExtractor, tmp_path / "m")
+    assert back.config.token_temperature == 1e-4
+    torch.testing.assert_close(back(x[:5])[0], t_top[:5])
+    with pytest.raises(ValueError, match="token_temperature"):
+        FeatureSemanticExtractor(**kw, token_temperature=0.0)

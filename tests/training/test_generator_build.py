@@ -50,3 +50,49 @@ def test_stages_resume_and_the_bundle_assembles(twin, tmp_path):
     tokens = bundle.data("class_embeddings")["tokens"]
     out = frame(torch.rand(2, 3, 32, 32), tokens)
     assert out.shape == (2, 3, 32, 32)
+
+
+def test_prior_images_are_the_twins_classes_drawn_anew(twin):
+    """The image prior: the twin's renderer, its classes and image statistics, never one of its images."""
+    from neuroimagen.training.train.generator import load_twin_images, render_prior_images
+
+    meta = json.loads((twin / "twin.json").read_text())
+    images, labels = render_prior_images(meta, 6, 32, seed=3)
+    assert images.shape == (12, 3, 32, 32) and images.dtype == torch.float32
+    assert labels.tolist() == [0] * 6 + [1] * 6
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    again, _ = render_prior_images(meta, 6, 32, seed=3)
+    assert torch.equal(images, again)  # seeded
+    other, _ = render_prior_images(meta, 6, 32, seed=4)
+    assert not torch.equal(images, other)
+    twin_images = load_twin_images(twin, 32)["images"]
+    # no prior image is one of the twin's (held-out ones included): the smallest distance is far from 0
+    dist = torch.cdist(images.flatten(1), twin_images.flatten(1))
+    assert float(dist.min()) > 1.0
+    # same renderer and encoding: the mean grey level matches the twin's within a few percent
+    assert abs(float(images.mean()) - float(twin_images.mean())) < 0.05
+
+
+def test_learning_rate_decays_by_steps_or_by_the_stage_budget_whichever_is_further(monkeypatch):
+    from neuroimagen.training.train import generator as gen
+
+    clock = [100.0]
+    monkeypatch.setattr(gen.time, "monotonic", lambda: clock[0])
+    cfg = GeneratorConfig(max_minutes_per_stage=10, stage_minutes={"teacher": 2})
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    set_lr = gen._cosine_lr(cfg, opt, 1.0, n_steps=100, stage="teacher")
+    set_lr(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    set_lr(50)  # half the steps, no time spent
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    clock[0] += 60.0  # half the teacher's own 2-minute budget, a tenth of the steps
+    set_lr(10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    clock[0] += 120.0  # past the budget: decayed to zero, and the stage is over
+    set_lr(20)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    over = gen._budget(cfg, "autoencoder")  # no override: max_minutes_per_stage
+    clock[0] += 9 * 60
+    assert not over()
+    clock[0] += 2 * 60
+    assert over()

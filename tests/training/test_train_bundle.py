@@ -88,3 +88,26 @@ def test_a_finished_stage_with_another_config_is_refused(built, tmp_path):
                                        "--param", "contrastive.params=[trainer.batch_size=4]"])
     assert result.exit_code != 0
     assert "finished with another contrastive config" in result.output
+
+
+def test_the_bundle_gets_a_copy_of_the_semantic_extractor_with_its_token_temperature(tmp_path):
+    import torch
+
+    from neuroimagen.training.models.format import load_model, save_model
+    from neuroimagen.training.models.semantic import FeatureSemanticExtractor, SemanticExtractor
+    from neuroimagen.training.train.bundle_build import SemanticSpec, _semantic_for_bundle
+
+    trained = save_model(FeatureSemanticExtractor(n_channels=4, n_times=20, bin_samples=5, n_classes=3,
+                                                  n_tokens=2, width=8, token_rank=3), tmp_path / "trained")
+    assert _semantic_for_bundle(SemanticSpec(), trained, tmp_path / "copy") == trained
+    copy = _semantic_for_bundle(SemanticSpec(token_temperature=0.01), trained, tmp_path / "copy")
+    assert copy != trained
+    assert load_model(FeatureSemanticExtractor, copy).config.token_temperature == 0.01
+    assert load_model(FeatureSemanticExtractor, trained).config.token_temperature is None  # left as trained
+    x = torch.randn(2, 4, 20)
+    torch.testing.assert_close(load_model(FeatureSemanticExtractor, copy)(x)[1],
+                               load_model(FeatureSemanticExtractor, trained)(x)[1])
+    other = save_model(SemanticExtractor(n_channels=4, n_times=20, patch_size=4, dim=8, depth=1, n_heads=2,
+                                         n_tokens=2, width=8), tmp_path / "transformer")
+    with pytest.raises(ValueError, match="needs a FeatureSemanticExtractor"):
+        _semantic_for_bundle(SemanticSpec(token_temperature=0.01), other, tmp_path / "copy2")

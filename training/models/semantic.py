@@ -199,6 +199,10 @@ class FeatureSemanticExtractor(ModelMixin, ConfigMixin):
     dropout : on the standardised features, in training
     n_tokens, width : the conditioning shape (77 x 768 for SD 1.x)
     token_rank : rank of the token head (<= n_classes)
+    token_temperature : None (default): the tokens mix the class tokens by the raw code. A
+        temperature: by ``softmax(code / token_temperature)`` instead, a sharpened convex mix
+        (near the top class's tokens for a small temperature), on the manifold of class tokens a
+        generator was trained on. ``pooled`` and the class scores are unchanged either way.
     """
 
     @register_to_config
@@ -215,8 +219,11 @@ class FeatureSemanticExtractor(ModelMixin, ConfigMixin):
         n_tokens: int = 77,
         width: int = 768,
         token_rank: int = 16,
+        token_temperature: float | None = None,
     ) -> None:
         super().__init__()
+        if token_temperature is not None and not token_temperature > 0:
+            raise ValueError(f"token_temperature must be > 0 or None, got {token_temperature}")
         if bin_samples <= 0 or n_times // bin_samples == 0:
             raise ValueError(f"bin_samples={bin_samples} must be in 1..n_times ({n_times})")
         if not 0 < token_rank <= n_classes:
@@ -260,7 +267,8 @@ class FeatureSemanticExtractor(ModelMixin, ConfigMixin):
     def forward(self, eeg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """eeg (B, n_channels, n_times) float32 -> tokens (B, n_tokens, width), pooled (B, width)."""
         code = self.class_code(eeg)
-        tokens = self.token_coef(code) @ self.token_basis + self.token_bias
+        mix = code if self.config.token_temperature is None else torch.softmax(code / self.config.token_temperature, -1)
+        tokens = self.token_coef(mix) @ self.token_basis + self.token_bias
         return tokens.reshape(code.shape[0], self.config.n_tokens, self.config.width), self.pooled_basis(code)
 
     @torch.no_grad()

@@ -54,6 +54,15 @@ class ExtractorSpec(FrozenConfig):
     params: tuple[str, ...] = Field((), description="key=value overrides, as --param")
 
 
+class SemanticSpec(ExtractorSpec):
+    """The semantic stage, and how the bundle's copy of its model mixes the class tokens."""
+
+    token_temperature: float | None = Field(
+        None, gt=0, description="None: the extractor as trained. A temperature: the bundle's semantic "
+        "extractor (a FeatureSemanticExtractor) mixes the class tokens by softmax(code / T) "
+        "(its token_temperature), near the decoded class's own tokens for a small T")
+
+
 class FrameSpec(FrozenConfig):
     strength: float = Field(0.6, gt=0, le=1)
     num_inference_steps: int = Field(1, ge=1)
@@ -81,7 +90,7 @@ class BundleBuildConfig(FrozenConfig):
     twin: TwinConfig = TwinConfig()
     contrastive: ExtractorSpec = ExtractorSpec()
     saliency: ExtractorSpec = ExtractorSpec()
-    semantic: ExtractorSpec = ExtractorSpec()
+    semantic: SemanticSpec = SemanticSpec()
     generator: GeneratorConfig = GeneratorConfig()
     frame: FrameSpec = FrameSpec()
     eval: EvalSpec = EvalSpec()
@@ -182,6 +191,27 @@ def _targets(twin_dir: Path, semantic: dict) -> tuple[torch.Tensor, torch.Tensor
     return t.tokens, t.pooled
 
 
+def _semantic_for_bundle(spec: SemanticSpec, trained: Path, folder: Path) -> Path:
+    """The semantic extractor the bundle ships: the trained one, or a copy with its token temperature set.
+
+    The temperature is a setting of the model itself (its config), so the bundle's forward is
+    the same in realtime, export and the held-out evaluation.
+    """
+    if spec.token_temperature is None:
+        return trained
+    from neuroimagen.training.models.format import save_model
+    from neuroimagen.training.models.semantic import FeatureSemanticExtractor
+
+    from .bundle_eval import _load_any
+
+    model = _load_any(trained)
+    if not isinstance(model, FeatureSemanticExtractor):
+        raise ValueError(f"semantic.token_temperature needs a FeatureSemanticExtractor; {trained} holds a "
+                         f"{type(model).__name__}")
+    model.register_to_config(token_temperature=float(spec.token_temperature))
+    return save_model(model, folder / "semantic_extractor")
+
+
 def _classifier(cfg: BundleBuildConfig, twin_dir: Path, folder: Path, say: Callable[[str], None]) -> Path:
     from neuroimagen.training.eval.nway import save_classifier, train_stimulus_classifier
 
@@ -268,8 +298,8 @@ def build_bundle(
     # 6. the bundle, then 7. its held-out evaluation (written into the manifest's metrics)
     # a saliency run that fine-tuned the encoder (loss.encoder_lr_ratio > 0) exports the encoder it trained with
     pixel = sal["models"].get("pixel_encoder") or con["models"]["pixel_encoder"]
-    extractors = {"pixel_encoder": pixel, "saliency": sal["models"]["saliency_generator"],
-                  "semantic": sem["models"]["semantic_extractor"]}
+    semantic = _semantic_for_bundle(cfg.semantic, Path(sem["models"]["semantic_extractor"]), out / "semantic_tokens")
+    extractors = {"pixel_encoder": pixel, "saliency": sal["models"]["saliency_generator"], "semantic": semantic}
     frame = cfg.frame.model_dump()
     classifier = timed("classifier", lambda: _classifier(cfg, twin, out / "classifier", say))
 

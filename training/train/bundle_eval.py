@@ -7,7 +7,8 @@ the stimulus classifier, SSIM), so ``neuroimagen eval images --gt eval/gt --pred
 reproduces the numbers:
 
 ``student``      the bundle's frame: LCM student, the preset's strength and 1-2 steps
-``teacher``      the teacher UNet, DDIM at ``teacher_steps`` steps, same strength
+``teacher``      the teacher UNet, DDIM at ``teacher_steps`` steps, same strength, classifier-free
+                 guidance at the student's guidance scale (what the student was distilled from)
 ``autoencoder``  decode(encode(saliency)): what the diffusion has to beat
 ``shuffled``     the student with the conditioning of another trial (a fixed derangement)
 ``saliency``     the saliency image alone
@@ -121,7 +122,11 @@ def evaluate_bundle_parts(
                            proj, num_inference_steps=cfg.frame.num_inference_steps,
                            guidance_scale=cfg.frame.guidance_scale, **kw)
     ddim = DDIMScheduler.from_config(load_scheduler(generator_dir / "teacher" / "scheduler", subfolder=None).config)
-    teacher = Img2ImgFrame(teacher_unet, vae, ddim, proj, num_inference_steps=ev.teacher_steps, **kw)
+    # the teacher at the guidance the student was distilled to reproduce (its w embedding = guidance - 1),
+    # classifier-free against the learned null conditioning
+    guidance = cfg.frame.guidance_scale if proj.null_tokens is not None else 1.0
+    teacher = Img2ImgFrame(teacher_unet, vae, ddim, proj, num_inference_steps=ev.teacher_steps,
+                           guidance_scale=guidance, **kw)
 
     def run(frame: Img2ImgFrame, cond: torch.Tensor) -> torch.Tensor:
         g = torch.Generator().manual_seed(ev.seed)
@@ -165,7 +170,7 @@ def evaluate_bundle_parts(
                                  "semantic_top1": float((pred_class == trials.label[:n]).float().mean()),
                                  "strength": float(cfg.frame.strength),
                                  "student_steps": float(cfg.frame.num_inference_steps),
-                                 "teacher_steps": float(ev.teacher_steps)}
+                                 "teacher_steps": float(ev.teacher_steps), "teacher_guidance": float(guidance)}
     for name, p in per.items():
         for m, a in p.items():
             metrics[f"{name}_{m}"] = float(a.mean())

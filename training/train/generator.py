@@ -10,6 +10,14 @@ stage is skipped on the next run, so the build is resumable)::
     student/       LCM-distilled UNet (time_cond_proj_dim) + the same projection
     voting/        ImageEncoder trained contrastively to the class targets (optional)
 
+The image prior: the generator needs no EEG, only images of the classes. Besides the
+twin's train-split images it can train on ``prior_images_per_class`` more images per class
+drawn by the twin's own renderer (:func:`~neuroimagen.training.data.twin.stimuli.sample_layouts`,
+:func:`~neuroimagen.training.data.twin.stimuli.render_image`, the twin's image size and JPEG
+encoding) with layouts from ``prior_seed``, a seed stream disjoint from the twin's: 16 images
+per class are too few for a diffusion model to learn to draw a class. Held-out (val, test)
+images are never used; the layouts are continuous random draws, so no prior image repeats one.
+
 :func:`assemble_bundle` then writes a bundle from the extractor folders (pixel encoder,
 saliency generator, semantic extractor: the extractors issue's outputs), this generator
 and the twin's stream contract, preprocessing, windowing and normalisation statistics.
@@ -19,10 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,6 +57,7 @@ __all__ = [
     "assemble_bundle",
     "build_generator",
     "load_twin_images",
+    "render_prior_images",
     "tiny_autoencoder",
     "tiny_unet",
 ]
@@ -68,6 +78,9 @@ class GeneratorConfig(FrozenConfig):
     unet_channels: tuple[int, int] = (32, 64)
     cross_attention_dim: int = 64
     attention_head_dim: int = 8
+    unet_cross_attention: Literal["inner", "all"] = Field(
+        "inner", description="UNet levels with cross-attention to the conditioning: the inner (coarsest) "
+        "one, or all (the outer level too, where a small object's shape is drawn)")
     unet_steps: int = 3000
     distill_steps: int = 800
     time_cond_proj_dim: int = 32
@@ -78,7 +91,12 @@ class GeneratorConfig(FrozenConfig):
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
+    prior_images_per_class: int = Field(0, ge=0, description="the image prior: this many more images per class "
+                                        "rendered by the twin's renderer (0: the twin's train images only)")
+    prior_seed: int = Field(7919, description="seed of the prior's layouts (spawned apart from the twin's seed)")
     max_minutes_per_stage: float = Field(20.0, gt=0, description="a stage stops early past this budget")
+    stage_minutes: dict[Literal["autoencoder", "teacher", "student"], float] = Field(
+        default_factory=dict, description="per-stage budgets (minutes) in place of max_minutes_per_stage")
 
 
 def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
@@ -95,14 +113,15 @@ def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
 
 def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
     c0, c1 = cfg.unet_channels
+    outer = "CrossAttn" if cfg.unet_cross_attention == "all" else ""
     return UNet2DConditionModel(
         sample_size=cfg.image_size // 4,
         in_channels=cfg.latent_channels,
         out_channels=cfg.latent_channels,
         block_out_channels=(c0, c1),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=(f"{outer}DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", f"{outer}UpBlock2D"),
         cross_attention_dim=cfg.cross_attention_dim,
         attention_head_dim=cfg.attention_head_dim,
         norm_num_groups=8,
@@ -159,6 +178,44 @@ def load_twin_images(twin_dir: str | Path, image_size: int) -> dict[str, Any]:
     }
 
 
+def render_prior_images(meta: dict, n_per_class: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image prior: ``n_per_class`` new images of each twin class, drawn as the twin draws its own.
+
+    Parameters
+    ----------
+    meta : the twin's ``twin.json`` (classes, image size)
+    n_per_class : images per class
+    image_size : output side (px), resized as :func:`~neuroimagen.training.eval.images.load_image` does
+    seed : the layouts' seed; its stream is ``SeedSequence([seed, twin seed, 1])``, never the twin's own
+        ``SeedSequence(twin seed)`` spawn, so the layouts are other draws than the twin's images
+
+    Returns
+    -------
+    images (K * n_per_class, 3, S, S) float32 in [0, 1], labels (K * n_per_class,) int64
+    """
+    import io
+
+    from PIL import Image
+
+    from neuroimagen.training.data.twin.stimuli import render_image, sample_layouts
+
+    n_cls, px = int(meta["sizes"]["n_classes"]), int(meta["sizes"]["image_size_px"])
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(meta["seed"]), 1]))
+    out = []
+    for c in range(n_cls):
+        for lay in sample_layouts(n_per_class, rng):
+            buf = io.BytesIO()
+            render_image(c, lay, px).save(buf, format="JPEG", quality=92)  # the twin's files are JPEG 92
+            buf.seek(0)
+            with Image.open(buf) as img:
+                img = img.convert("RGB")
+                if img.size != (image_size, image_size):
+                    img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+                out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    labels = torch.arange(n_cls).repeat_interleave(n_per_class)
+    return torch.stack(out).contiguous(), labels
+
+
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Horizontal flips only: position is information in the twin (it drives the EEG)."""
     flip = torch.rand(x.shape[0], generator=g) < 0.5
@@ -178,9 +235,31 @@ def _finish(folder: Path, info: dict) -> dict:
     return info
 
 
-def _budget(cfg: GeneratorConfig) -> Callable[[], bool]:
+def _minutes(cfg: GeneratorConfig, stage: str) -> float:
+    return float(cfg.stage_minutes.get(stage, cfg.max_minutes_per_stage))
+
+
+def _budget(cfg: GeneratorConfig, stage: str) -> Callable[[], bool]:
     t0 = time.monotonic()
-    return lambda: time.monotonic() - t0 > 60 * cfg.max_minutes_per_stage
+    return lambda: time.monotonic() - t0 > 60 * _minutes(cfg, stage)
+
+
+def _cosine_lr(cfg: GeneratorConfig, opt: torch.optim.Optimizer, lr: float, n_steps: int,
+               stage: str) -> Callable[[int], None]:
+    """Cosine decay over whichever runs out first, the steps or the stage's time budget.
+
+    On a slow or shared CPU the time budget ends a stage early; the learning rate has then
+    still decayed to (near) zero, as it would have at the last step.
+    """
+    t0 = time.monotonic()
+    budget_s = 60 * _minutes(cfg, stage)
+
+    def update(step: int) -> None:
+        p = min(1.0, max(step / max(n_steps, 1), (time.monotonic() - t0) / budget_s))
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * p))
+
+    return update
 
 
 def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
@@ -190,10 +269,12 @@ def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
     g = torch.Generator().manual_seed(cfg.seed)
     vae = tiny_autoencoder(cfg).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr * 2)
-    over = _budget(cfg)
+    set_lr = _cosine_lr(cfg, opt, cfg.lr * 2, cfg.ae_steps, "autoencoder")
+    over = _budget(cfg, "autoencoder")
     loss = torch.tensor(float("nan"))
     step = 0
     for step in range(cfg.ae_steps):
+        set_lr(step)
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
         x = _augment(images[idx], g) * 2 - 1
         lat = vae.encoder(x)
@@ -227,11 +308,12 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
     sched = noise_scheduler()
     params = list(unet.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.unet_steps)
-    over = _budget(cfg)
+    set_lr = _cosine_lr(cfg, opt, cfg.lr, cfg.unet_steps, "teacher")
+    over = _budget(cfg, "teacher")
     losses: list[float] = []
     step = 0
     for step in range(cfg.unet_steps):
+        set_lr(step)
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=g)
@@ -243,7 +325,6 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        lr_sched.step()
         losses.append(float(loss.detach()))
         if step % 100 == 0:
             progress(f"teacher step {step}/{cfg.unet_steps} loss {np.mean(losses[-100:]):.4f}")
@@ -266,7 +347,7 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
     distiller = LCMDistiller(teacher, student, noise_scheduler(), num_ddim_timesteps=cfg.num_ddim_timesteps,
                              lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95, w_range=(0.0, cfg.distill_w_max))
     guided = cfg.distill_w_max > 0 and proj.null_tokens is not None
-    over = _budget(cfg)
+    over = _budget(cfg, "student")
     losses: list[float] = []
     step = 0
     for step in range(cfg.distill_steps):
@@ -320,6 +401,11 @@ def build_generator(
         data["tokens"], data["pooled"] = targets[0].float(), targets[1].float()
     train = data["part"] == 0
     images, labels = data["images"][train], data["labels"][train]
+    if cfg.prior_images_per_class > 0:
+        prior, prior_labels = render_prior_images(data["meta"], cfg.prior_images_per_class, cfg.image_size,
+                                                  cfg.prior_seed)
+        say(f"image prior: {len(prior)} rendered images (seed {cfg.prior_seed}) + {len(images)} twin train images")
+        images, labels = torch.cat([images, prior]), torch.cat([labels, prior_labels])
     tokens = data["tokens"][labels]
     results: dict[str, dict] = {}
     # 1. autoencoder
