@@ -26,7 +26,7 @@ The frame's stages, each timed (``timings_ms``):
 cause; it falls back to ``realtime.fallback_backend`` only when that is set,
 and then logs an error and says so in :attr:`Backend.status`. ``realtime.backend:
 auto`` (the default) is a choice, not a fallback: :func:`resolve_backend` names the
-backend it picks and why (logged, and ``[auto: ...]`` in the status line); the picked
+backend it picks and why (logged; the status line ends in ``[auto]``); the picked
 backend then loads or fails like a configured one.
 """
 
