@@ -97,20 +97,6 @@ def section(model: type, cfg_data: dict, name: str):
         raise click.UsageError(str(exc)) from None
 
 
-def not_built_group(name: str, what: str, lands_with: str) -> click.Group:
-    """A command group whose issue has not landed: says so in its help and refuses to run."""
-    help_text = f"[not built yet] {what} Lands with {lands_with}."
-
-    @click.group(name=name, help=help_text, invoke_without_command=True)
-    @click.pass_context
-    def group(ctx: click.Context) -> None:
-        raise click.ClickException(
-            f"'neuroimagen {name}' is not built yet: {what} It lands with {lands_with}."
-        )
-
-    return group
-
-
 class StopSignal:
     """Which signal (SIGINT or SIGTERM) asked a long-running command to stop, if any."""
 
