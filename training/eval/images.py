@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -14,12 +15,12 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
-def load_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+def load_image(path: str | Path | BinaryIO, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image as RGB.
 
     Parameters
     ----------
-    path : path
+    path : path or binary file object
         Any format PIL reads.
     size : int or (height, width), optional
         Resize to this (bicubic); None keeps the file's size.

@@ -195,9 +195,8 @@ def render_prior_images(meta: dict, n_per_class: int, image_size: int, seed: int
     """
     import io
 
-    from PIL import Image
-
     from neuroimagen.training.data.twin.stimuli import render_image, sample_layouts
+    from neuroimagen.training.eval.images import load_image
 
     n_cls, px = int(meta["sizes"]["n_classes"]), int(meta["sizes"]["image_size_px"])
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(meta["seed"]), 1]))
@@ -207,11 +206,7 @@ def render_prior_images(meta: dict, n_per_class: int, image_size: int, seed: int
             buf = io.BytesIO()
             render_image(c, lay, px).save(buf, format="JPEG", quality=92)  # the twin's files are JPEG 92
             buf.seek(0)
-            with Image.open(buf) as img:
-                img = img.convert("RGB")
-                if img.size != (image_size, image_size):
-                    img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-                out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+            out.append(load_image(buf, size=image_size))  # read back as the twin's files are read
     labels = torch.arange(n_cls).repeat_interleave(n_per_class)
     return torch.stack(out).contiguous(), labels
 
