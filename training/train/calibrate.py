@@ -322,21 +322,11 @@ def _forward(models: _Models, x: torch.Tensor, front: nn.Module | None = None):
     return tokens, pooled, image
 
 
-def _evaluate(models: _Models, x: torch.Tensor, y: torch.Tensor, img: torch.Tensor, class_pooled: torch.Tensor,
-              front: nn.Module | None = None) -> dict[str, float]:
-    from neuroimagen.training.eval.metrics import ssim
-    from neuroimagen.training.models.semantic import class_scores
-
-    tops, ssims = [], []
-    with torch.no_grad():
-        for i in range(0, len(x), 128):
-            _, pooled, image = _forward(models, x[i:i + 128], front)
-            tops.append((class_scores(pooled, class_pooled).argmax(1) == y[i:i + 128]).float().numpy())
-            target = img[i:i + 128]
-            if image.shape[-1] != target.shape[-1]:
-                target = F.interpolate(target, size=image.shape[-2:], mode="bilinear", antialias=True)
-            ssims.append(ssim(image.float().clamp(0, 1), target))
-    return {"top1": float(np.concatenate(tops).mean()), "ssim": float(np.concatenate(ssims).mean())}
+def _evaluate(models: _Models, x: torch.Tensor, y: torch.Tensor, img: torch.Tensor,
+              class_pooled: torch.Tensor) -> dict[str, float]:
+    """Class top-1 of the semantic extractor and saliency SSIM on (x, y, img)."""
+    top1, _ = _semantic_val(models.semantic, x, y, class_pooled)
+    return {"top1": top1, "ssim": _pixel_val(models.pixel, models.saliency, x, img)}
 
 
 def _train(models: _Models, params: list[nn.Parameter], front: nn.Module | None, x, y, img, tokens, pooled,
@@ -461,11 +451,12 @@ def _semantic_val(model: nn.Module, x, y, class_pooled) -> tuple[float, float]:
     from neuroimagen.training.models.semantic import class_scores
 
     with torch.no_grad():
-        scores = class_scores(model(x)[1], class_pooled)
+        scores = torch.cat([class_scores(model(x[i:i + 128])[1], class_pooled) for i in range(0, len(x), 128)])
     return float((scores.argmax(1) == y).float().mean()), -float(F.cross_entropy(scores / TEMPERATURE, y))
 
 
 def _pixel_val(pixel: nn.Module, saliency: nn.Module, x, img) -> float:
+    """Mean SSIM of the saliency images of x against the stimulus images (resized to theirs)."""
     from neuroimagen.training.eval.metrics import ssim
 
     with torch.no_grad():
