@@ -346,18 +346,16 @@ def resolve_backend(bundle: Bundle, cfg: RealtimeConfig) -> tuple[str, str]:
         return cfg.backend, "configured"
     import importlib.util
 
-    from .backends._frame import exported_parts
+    from .backends._frame import onnx_gaps
 
     if cfg.device != "cpu":
         return "torch", f"device {cfg.device}: torch (name onnxruntime or tensorrt to use them)"
-    onnx = bundle.artifacts("onnx")
-    missing = [p for p in exported_parts(bundle.manifest) if p not in onnx]
+    missing, wrong = onnx_gaps(bundle.manifest, bundle.artifacts("onnx"), cfg.precision)
     if missing:
         return "torch", (f"the bundle has no ONNX graphs for {', '.join(missing)} "
                          "(neuroimagen export adds them)")
-    precisions = sorted({onnx[p].precision for p in exported_parts(bundle.manifest)})
-    if precisions != [cfg.precision]:
-        return "torch", f"the bundle's ONNX graphs are {precisions}, realtime.precision is {cfg.precision}"
+    if wrong:
+        return "torch", f"the bundle's ONNX graphs are {wrong}, realtime.precision is {cfg.precision}"
     if importlib.util.find_spec("onnxruntime") is None:
         return "torch", ("onnxruntime is not installed (pip install 'neuroimagen[cpu]' for the fastest "
                          "CPU backend)")

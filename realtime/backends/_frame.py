@@ -21,6 +21,18 @@ def exported_parts(manifest: Any) -> list[str]:
     return [*EXTRACTOR_PARTS, *FRAME_PARTS] + (["projection"] if manifest.generator and
                                                manifest.generator.projection else [])
 
+
+def onnx_gaps(manifest: Any, entries: Mapping[str, ArtifactEntry], precision: str) -> tuple[list[str], list[str]]:
+    """What keeps a bundle's ONNX graphs (``entries``, by part) from running the frame at ``precision``.
+
+    Returns ``(missing, other_precisions)``: the needed parts with no graph, and the
+    precisions of the graphs present that differ from ``precision`` (sorted); both
+    empty when the graphs serve the frame.
+    """
+    needed = exported_parts(manifest)
+    missing = [p for p in needed if p not in entries]
+    return missing, sorted({entries[p].precision for p in needed if p in entries} - {precision})
+
 # one exported network: {input name: array} -> {output name: array} (arrays may be reused buffers)
 Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 

@@ -21,7 +21,7 @@ from neuroimagen.training.models.bundle import ArtifactEntry, Bundle
 
 from ..backend import CLASS_EMBEDDINGS, BackendError, BackendOutput, BackendSpec
 from ..config import RealtimeConfig
-from ._frame import ExportedFrame, exported_parts, unit_rows
+from ._frame import ExportedFrame, exported_parts, onnx_gaps, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +101,10 @@ class OnnxRuntimeBackend:
         manifest = bundle.manifest
         entries = bundle.artifacts("onnx")
         needed = exported_parts(manifest)
-        missing = [p for p in needed if p not in entries]
+        missing, wrong = onnx_gaps(manifest, entries, cfg.precision)
         if missing:
             raise BackendError(f"bundle {manifest.name!r} ({bundle.path}) has no ONNX graph for {missing}: "
                                f"export it first (neuroimagen export --bundle {bundle.path} --out NEW)")
-        wrong = sorted({entries[p].precision for p in needed} - {cfg.precision})
         if wrong:
             raise BackendError(f"bundle {manifest.name!r}: ONNX graphs are {wrong}, realtime.precision is "
                                f"{cfg.precision!r}; export with export.precision={cfg.precision}")
