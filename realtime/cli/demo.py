@@ -208,10 +208,11 @@ def _linear_demo(duration: float, workdir: Path | None, seed: int, speed: float,
     decoder = LinearWindowDecoder.load(decoder_path)
 
     # 3. live
-    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    from .gui import has_display
+
     log.warning("decoding the replay with the linear baseline (--linear, or no model bundle in this install): "
                 "no images are reconstructed")
-    if has_display:
+    if has_display():  # where the bundle demo would open its window
         log.warning("the GUI needs a model bundle; the linear demo runs in this terminal")
     console.print(f"[bold]3/3[/] streaming over LSL and decoding live for {duration:.0f} s "
                   f"(images the decoder was not fitted on are scored separately)")
