@@ -243,6 +243,10 @@ def twin_mismatches(meta: dict[str, Any], manifest: Any) -> list[str]:
     for key, want in (("preset", prov.preset), ("seed", prov.seed), ("version", prov.version)):
         if str(have[key]) != str(want):
             out.append(f"twin {key} is {have[key]!r}, the bundle was trained on {want!r}")
+    if prov.config is not None:
+        have_cfg = meta.get("config", {})
+        out += [f"twin {key} is {have_cfg.get(key)!r}, the bundle was trained on {want!r}"
+                for key, want in prov.config.items() if key not in ("preset", "seed") and have_cfg.get(key) != want]
     if tuple(meta.get("ch_names", ())) != tuple(manifest.stream.ch_names):
         out.append("the channel names differ")
     if float(meta.get("sfreq", 0)) != float(manifest.stream.sfreq_hz):

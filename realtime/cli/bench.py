@@ -216,10 +216,8 @@ def gui_bench(bundle_path: Path | None, recording: Path | None, workdir: Path | 
     from neuroimagen.gui.config import GuiConfig
     from neuroimagen.realtime.config import RealtimeConfig
     from neuroimagen.stream.config import StreamConfig
-    from neuroimagen.training.config import TwinConfig
-    from neuroimagen.training.data.twin import make_twin
 
-    from .demo import default_cache_dir
+    from .demo import bundle_twin_dir
     from .gui import choose_qt_platform, require_gui_packages
     from .live import load_bundle_or_fail
 
@@ -242,9 +240,7 @@ def gui_bench(bundle_path: Path | None, recording: Path | None, workdir: Path | 
         twin = bundle.manifest.provenance.twin
         if twin is None:
             raise click.UsageError(f"bundle {bundle.manifest.name!r} names no twin: pass --recording FILE")
-        root = (workdir or default_cache_dir() / "demo") / f"twin-{twin.preset}-seed{twin.seed}"
-        if not (root / "twin.json").is_file():
-            make_twin(root, TwinConfig(preset=twin.preset, seed=twin.seed))
+        root = bundle_twin_dir(twin, workdir)
         meta = json.loads((root / "twin.json").read_text())
         recording = root / meta["files"]["recordings"][0]
     console = Console(stderr=True)

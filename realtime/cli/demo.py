@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,6 +16,38 @@ from ._common import common_options, section, stop_on_signals
 def default_cache_dir() -> Path:
     base = os.environ.get("NEUROIMAGEN_CACHE") or os.environ.get("XDG_CACHE_HOME")
     return Path(base) / "neuroimagen" if base else Path.home() / ".cache" / "neuroimagen"
+
+
+def bundle_twin_dir(twin: Any, workdir: Path | None = None, say: Callable[[str], None] | None = None,
+                    make: bool = True) -> Path:
+    """The twin a bundle was trained on (its manifest's ``provenance.twin``), made once and cached.
+
+    The folder is ``WORKDIR/twin-<preset>-seed<seed>`` (``WORKDIR`` defaults to the cache's
+    ``demo/``), with a hash of the config appended when the bundle's twin is not the plain
+    preset, so two bundles' twins never share a folder. ``make=False`` only names it.
+    """
+    import hashlib
+    import json
+
+    from neuroimagen.training.config import TwinConfig
+    from neuroimagen.training.data.twin import make_twin
+
+    cfg = TwinConfig.model_validate(twin.twin_config())
+    plain = TwinConfig(preset=cfg.preset, seed=cfg.seed)
+    name = f"twin-{cfg.preset}-seed{cfg.seed}"
+    if cfg != plain:
+        digest = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        name += f"-{digest[:8]}"
+    root = (workdir or default_cache_dir() / "demo") / name
+    if not make:
+        return root
+    if not (root / "twin.json").is_file():
+        if say is not None:
+            say(f"making the {cfg.preset} synthetic twin (seed {cfg.seed}) in {root} ...")
+        make_twin(root, cfg)
+    elif say is not None:
+        say(f"using the twin in {root}")
+    return root
 
 
 @click.command()
@@ -88,8 +122,6 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
 
     from neuroimagen.realtime.demo import run_bundle_demo
     from neuroimagen.stream.config import StreamConfig
-    from neuroimagen.training.config import TwinConfig
-    from neuroimagen.training.data.twin import make_twin
 
     from .live import (
         default_session_dir,
@@ -111,12 +143,7 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
             "session to replay; use `neuroimagen run --bundle PATH` on a live or replayed stream"
         )
     # 1. the bundle's twin (cached)
-    root = (workdir or default_cache_dir() / "demo") / f"twin-{twin.preset}-seed{twin.seed}"
-    if not (root / "twin.json").is_file():
-        console.print(f"[bold]1/3[/] making the {twin.preset} synthetic twin (seed {twin.seed}) in {root} ...")
-        make_twin(root, TwinConfig(preset=twin.preset, seed=twin.seed))
-    else:
-        console.print(f"[bold]1/3[/] using the twin in {root}")
+    root = bundle_twin_dir(twin, workdir, say=lambda msg: console.print(f"[bold]1/3[/] {msg}"))
     from neuroimagen.realtime.demo import twin_mismatches
 
     problems = twin_mismatches(json.loads((root / "twin.json").read_text()), bundle.manifest)

@@ -156,7 +156,7 @@ def write_twin_bundle(out: str | Path, twin_dir: str | Path, seed: int = 0, feat
         norm_stats=NormStats(np.asarray(stats["mean"]), np.asarray(stats["std"])),
         class_names=list(meta["class_names"]),
         twin=TwinProvenance(preset=meta["preset"], seed=int(meta["config"]["seed"]),
-                            version=str(meta.get("version", "1"))),
+                            version=str(meta.get("version", "1")), config=meta["config"]),
         seed=seed,
         members=members,
         class_embeddings=emb,

@@ -32,12 +32,31 @@ def test_the_same_twin_matches_and_another_seed_is_named(twins):
     assert any("normalisation mean" in p for p in problems), problems
 
 
+def test_a_twin_of_other_sizes_is_named(twins, tmp_path):
+    """The manifest records the twin's whole config: a twin that differs only in size is refused by field."""
+    from helpers.twin import TINY_TWIN
+
+    from neuroimagen.training.config import TwinConfig
+    from neuroimagen.training.data.twin import make_twin
+
+    _, _, bundle = twins
+    manifest = read_manifest(bundle)
+    assert manifest.provenance.twin.config["n_images_per_class"] == TINY_TWIN["n_images_per_class"]
+    bigger = make_twin(tmp_path / "bigger", TwinConfig(seed=0, **{**TINY_TWIN, "n_images_per_class": 12}))
+    problems = twin_mismatches(bigger, manifest)
+    assert any("n_images_per_class is 12" in p and "trained on 10" in p for p in problems), problems
+
+
 def test_the_demo_refuses_a_cached_twin_that_is_not_the_bundles(twins, tmp_path):
     _, other, bundle = twins
     import shutil
 
-    # the demo caches the bundle's twin as <workdir>/twin-<preset>-seed<seed>; plant another one there
-    shutil.copytree(other, tmp_path / "twin-small-seed0")
+    from neuroimagen.realtime.cli.demo import bundle_twin_dir
+
+    # the demo caches the bundle's twin in <workdir>/twin-<preset>-seed<seed>-<config hash>; plant another one there
+    cached = bundle_twin_dir(read_manifest(bundle).provenance.twin, tmp_path, make=False)
+    assert cached.name.startswith("twin-small-seed0-")  # the tiny twin is not the plain preset
+    shutil.copytree(other, cached)
     result = CliRunner().invoke(main, ["demo", "--bundle", str(bundle), "--headless", "--duration", "1",
                                        "--workdir", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0

@@ -206,9 +206,18 @@ class FrameSettings(FrozenConfig):
 
 
 class TwinProvenance(FrozenConfig):
+    """The synthetic twin a bundle was trained on: enough to regenerate it exactly."""
+
     preset: str
     seed: int
     version: str | int
+    config: dict[str, Any] | None = Field(
+        None, description="the twin's whole config (``neuroimagen.training.config.TwinConfig`` fields, as in "
+        "its twin.json); None: the preset at this seed with every other field at its default")
+
+    def twin_config(self) -> dict[str, Any]:
+        """The TwinConfig fields that regenerate this twin."""
+        return dict(self.config) if self.config is not None else {"preset": self.preset, "seed": self.seed}
 
 
 class Provenance(FrozenConfig):
@@ -218,6 +227,12 @@ class Provenance(FrozenConfig):
     commands: tuple[str, ...] = ()
     created_utc: str = ""
     versions: dict[str, str] = Field(default_factory=dict)
+
+
+def _twin_sizes(twin: TwinProvenance) -> str:
+    """The twin's sizes that differ from its preset's (", n_images_per_class=60"), for the notice."""
+    sizes = ("n_classes", "n_images_per_class", "n_subjects", "image_size_px")
+    return "".join(f", {k}={twin.config[k]}" for k in sizes if twin.config and twin.config.get(k) is not None)
 
 
 class BundleManifest(FrozenConfig):
@@ -872,7 +887,8 @@ def describe_bundle(manifest: BundleManifest) -> dict[str, Any]:
         "notice": (
             "This model was trained on SIMULATED EEG (the synthetic twin "
             f"preset={manifest.provenance.twin.preset}, seed={manifest.provenance.twin.seed}, "
-            f"version={manifest.provenance.twin.version}); it does not decode real brains."
+            f"version={manifest.provenance.twin.version}{_twin_sizes(manifest.provenance.twin)}); "
+            "it does not decode real brains."
             if manifest.provenance.twin is not None else ""
         ),
         "size": _human(total),
