@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import DDPMScheduler, LCMScheduler
-from helpers.diffusion import tiny_unet
+from helpers.diffusion import tiny_taesd, tiny_unet
 
 from neuroimagen.training.models.img2img import ConditioningProjection, guidance_scale_embedding
 from neuroimagen.training.models.latent import BrainToLatent
@@ -14,6 +14,7 @@ from neuroimagen.training.models.voting import ImageEncoder, vote
 from neuroimagen.training.train.diffusion import (
     CROSS_ATTENTION_KEY,
     DreamDiffusionFinetuner,
+    FrameEndpoints,
     LCMDistiller,
     apply_finetune_checkpoint,
     ddim_solve,
@@ -135,6 +136,38 @@ def test_distilled_student_is_closer_to_the_teacher_on_held_out_seeds():
     after = [_student_error(student, teacher, ddpm, held_lat, held_emb, n_ddim, s) for s in (5, 6)]
     for b, a in zip(before, after, strict=True):
         assert a < 0.75 * b, (before, after)
+
+
+@pytest.mark.slow
+def test_the_frame_term_brings_the_students_frame_to_the_teachers_on_held_out_inits():
+    """FrameEndpoints: the 2-step LCM frame regressed on the guided 25-step DDIM frame of the same inits."""
+    from diffusers import DDIMScheduler
+
+    from neuroimagen.training.models.img2img import Img2ImgFrame
+
+    teacher, ddpm = tiny_unet(cross_attention_dim=CROSS), DDPMScheduler(**SCHED)
+    student = make_student(teacher, time_cond_proj_dim=8)
+    proj = ConditioningProjection(WIDTH, CROSS, N_TOK, learned_null=True)
+    vae = tiny_taesd()
+    g = torch.Generator().manual_seed(0)
+    t_frame = Img2ImgFrame(teacher, vae, DDIMScheduler.from_config(ddpm.config), proj, strength=0.7,
+                           num_inference_steps=25, guidance_scale=3.0)
+    s_frame = Img2ImgFrame(student, vae, LCMScheduler(**SCHED, original_inference_steps=10), None, strength=0.7,
+                           num_inference_steps=2, guidance_scale=3.0)
+    student.train().requires_grad_(True)
+    with torch.no_grad():
+        embeds = proj(torch.randn(72, N_TOK, WIDTH, generator=g))
+    ends = FrameEndpoints(t_frame, s_frame, torch.randn(72, 4, 8, 8, generator=g), embeds, g)
+    assert len(ends) == 72 and len(t_frame.timesteps()) == 17 and len(s_frame.timesteps()) == 2
+    held, fit = torch.arange(8), torch.arange(8, 72)
+    before = ends.distance(held)
+    distiller = LCMDistiller(teacher, student, ddpm, num_ddim_timesteps=10, lr=1e-3, loss="mse", ema_decay=0.0)
+    for _ in range(60):
+        idx = fit[torch.randint(0, len(fit), (16,), generator=g)]
+        distiller.step(torch.randn(16, 4, 8, 8, generator=g), embeds[idx], generator=g,
+                       extra_loss=lambda idx=idx: ends.loss(idx, g))
+    after = ends.distance(held)
+    assert after < 0.5 * before, (before, after)
 
 
 def test_student_starts_as_the_teacher():

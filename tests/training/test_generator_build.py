@@ -35,6 +35,11 @@ def test_stages_resume_and_the_bundle_assembles(twin, tmp_path):
     second = build_generator(twin, work, cfg)  # every stage done: nothing is retrained
     assert second == first
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*.safetensors")} == stamps
+    # a finished stage trained with another config is refused by name, not silently reused
+    with pytest.raises(ValueError, match=r"student: finished with another generator config \(distill_steps was 2, now 3"):
+        build_generator(twin, work, cfg.model_copy(update={"distill_steps": 3}))
+    with pytest.raises(ValueError, match=r"autoencoder: finished .*ae_channels was 8, now 16"):
+        build_generator(twin, work, cfg.model_copy(update={"ae_channels": 16}))
     # an extractor folder stands in for the extractors issue's outputs (same model format)
     meta = json.loads((twin / "twin.json").read_text())
     ext = save_model(BrainToLatent(n_channels=len(meta["ch_names"]), n_times=meta["n_times"]), tmp_path / "ext")

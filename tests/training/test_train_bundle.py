@@ -35,6 +35,11 @@ def test_tiny_preset_trains_every_part_and_writes_a_verified_bundle(built):
     # provenance: the twin's preset and seed (from the preset), the command, the stage times
     assert manifest.simulated and manifest.provenance.twin.seed == 1
     assert manifest.provenance.twin.preset == "small"
+    assert manifest.provenance.twin.config["n_classes"] == 3  # the whole twin config: the demo regenerates it
+    # the distillation's frame term ran and measured the student-teacher distance on its held-out inits
+    student = json.loads((out / "generator" / "student" / "done.json").read_text())
+    assert student["endpoint_mse_before"] > 0 and student["endpoint_mse_after"] > 0
+    assert student["config"]["frame"]["strength"] == 0.6 and student["config"]["teacher_steps"] == 4
     assert any(c.startswith("neuroimagen train bundle") for c in manifest.provenance.commands)
     # metrics of every method, from the held-out trials, with standard errors
     for name in ("student", "teacher", "autoencoder", "shuffled", "saliency", "class_mean"):

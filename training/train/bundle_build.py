@@ -32,7 +32,7 @@ from pydantic import Field
 from neuroimagen.stream.config import FrozenConfig
 from neuroimagen.training.config import TwinConfig
 
-from .generator import GeneratorConfig
+from .generator import FrameSpec, GeneratorConfig
 
 __all__ = [
     "BUNDLE_PRESETS",
@@ -61,12 +61,6 @@ class SemanticSpec(ExtractorSpec):
         None, gt=0, description="None: the extractor as trained. A temperature: the bundle's semantic "
         "extractor (a FeatureSemanticExtractor) mixes the class tokens by softmax(code / T) "
         "(its token_temperature), near the decoded class's own tokens for a small T")
-
-
-class FrameSpec(FrozenConfig):
-    strength: float = Field(0.6, gt=0, le=1)
-    num_inference_steps: int = Field(1, ge=1)
-    guidance_scale: float = Field(1.0, ge=1, description="the LCM student's embedded guidance (1 + w)")
 
 
 class EvalSpec(FrozenConfig):
@@ -277,7 +271,8 @@ def build_bundle(
         targets = _targets(twin, {"semantic_width": sem_cfg.width, "semantic_n_tokens": sem_cfg.n_tokens,
                                   "semantic_seed": sem_cfg.trainer.seed})
         gen = timed("generator", lambda: build_generator(twin, out / "generator", cfg.generator, progress=say,
-                                                         targets=targets))
+                                                         targets=targets, frame=cfg.frame,
+                                                         teacher_steps=cfg.eval.teacher_steps))
         return {"bundle": None, "stage_s": times, "metrics": {}, "generator": gen}
     if load_stage_config("saliency", cfg.saliency.preset, cfg.saliency.params).features is not None:
         # this saliency preset fits its own pixel encoder (closed form): no contrastive stage
@@ -294,7 +289,8 @@ def build_bundle(
     targets = _targets(twin, sem)
     # 5. the generator: autoencoder, teacher, LCM student, voting encoder (each resumable)
     gen_dir = out / "generator"
-    gen = timed("generator", lambda: build_generator(twin, gen_dir, cfg.generator, progress=say, targets=targets))
+    gen = timed("generator", lambda: build_generator(twin, gen_dir, cfg.generator, progress=say, targets=targets,
+                                                     frame=cfg.frame, teacher_steps=cfg.eval.teacher_steps))
     # 6. the bundle, then 7. its held-out evaluation (written into the manifest's metrics)
     # a saliency run that fine-tuned the encoder (loss.encoder_lr_ratio > 0) exports the encoder it trained with
     pixel = sal["models"].get("pixel_encoder") or con["models"]["pixel_encoder"]

@@ -80,7 +80,7 @@ def evaluate_bundle_parts(
     ``margin_shuffled_vs_autoencoder`` with their paired standard errors, the semantic
     extractor's class top-1 on these trials, and the trial count.
     """
-    from diffusers import AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderTiny, UNet2DConditionModel
 
     from neuroimagen.training.eval.report import grid_rows_from_report, make_grid, run_image_eval
     from neuroimagen.training.models.format import load_model
@@ -92,7 +92,7 @@ def evaluate_bundle_parts(
     from neuroimagen.training.models.saliency import SaliencyGenerator
     from neuroimagen.training.models.semantic import class_scores
     from neuroimagen.training.train.data import load_images, load_trials
-    from neuroimagen.training.train.generator import load_twin_images
+    from neuroimagen.training.train.generator import load_twin_images, student_frame, teacher_frame
 
     ev, gcfg = cfg.eval, cfg.generator
     torch.manual_seed(ev.seed)
@@ -117,16 +117,13 @@ def evaluate_bundle_parts(
     proj = load_model(ConditioningProjection, generator_dir / "teacher" / "projection")
     student_unet = load_model(UNet2DConditionModel, generator_dir / "student" / "unet")
     teacher_unet = load_model(UNet2DConditionModel, generator_dir / "teacher" / "unet")
-    kw = {"strength": cfg.frame.strength, "image_size": size, "seed": ev.seed}
-    student = Img2ImgFrame(student_unet, vae, load_scheduler(generator_dir / "student" / "scheduler", subfolder=None),
-                           proj, num_inference_steps=cfg.frame.num_inference_steps,
-                           guidance_scale=cfg.frame.guidance_scale, **kw)
-    ddim = DDIMScheduler.from_config(load_scheduler(generator_dir / "teacher" / "scheduler", subfolder=None).config)
-    # the teacher at the guidance the student was distilled to reproduce (its w embedding = guidance - 1),
-    # classifier-free against the learned null conditioning
-    guidance = cfg.frame.guidance_scale if proj.null_tokens is not None else 1.0
-    teacher = Img2ImgFrame(teacher_unet, vae, ddim, proj, num_inference_steps=ev.teacher_steps,
-                           guidance_scale=guidance, **kw)
+    student = student_frame(student_unet, vae, proj, load_scheduler(generator_dir / "student" / "scheduler",
+                                                                     subfolder=None),
+                            cfg.frame, image_size=size, seed=ev.seed)
+    teacher = teacher_frame(teacher_unet, vae, proj,
+                            load_scheduler(generator_dir / "teacher" / "scheduler", subfolder=None).config,
+                            cfg.frame, ev.teacher_steps, image_size=size, seed=ev.seed)
+    guidance = teacher.guidance_scale
 
     def run(frame: Img2ImgFrame, cond: torch.Tensor) -> torch.Tensor:
         g = torch.Generator().manual_seed(ev.seed)

@@ -33,6 +33,7 @@ from neuroimagen.training.models.voting import ImageEncoder
 __all__ = [
     "DDIMSolver",
     "DreamDiffusionFinetuner",
+    "FrameEndpoints",
     "LCMDistiller",
     "apply_finetune_checkpoint",
     "contrastive_step",
@@ -407,8 +408,13 @@ class LCMDistiller:
         embeds: torch.Tensor,
         null_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        extra_loss: Callable[[], torch.Tensor] | None = None,
     ) -> float:
-        """One distillation step on clean latents (B, C, h, w) and projected conditioning (B, n, D)."""
+        """One distillation step on clean latents (B, C, h, w) and projected conditioning (B, n, D).
+
+        ``extra_loss`` (e.g. :meth:`FrameEndpoints.loss`) is evaluated with the student in
+        training mode and added to the consistency loss before the one backward pass.
+        """
         bsz = latents.shape[0]
         self.student.train()
         # 1. a skipping-schedule step and its earlier neighbour
@@ -437,6 +443,8 @@ class LCMDistiller:
             loss = torch.mean(torch.sqrt((pred.float() - target.float()) ** 2 + self.huber_c**2) - self.huber_c)
         else:
             loss = F.mse_loss(pred.float(), target.float())
+        if extra_loss is not None:
+            loss = loss + extra_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
@@ -446,6 +454,60 @@ class LCMDistiller:
             for p_t, p_s in zip(self.target.parameters(), self.student.parameters(), strict=True):
                 p_t.mul_(self.ema_decay).add_(p_s.detach(), alpha=1 - self.ema_decay)
         return float(loss.detach())
+
+
+class FrameEndpoints:
+    """What the teacher's frame makes of coarse init images, for the student's frame to reproduce.
+
+    Consistency distillation trains the student on one teacher step at a time from clean
+    latents. The live frame is another task: from a coarse init image (the saliency),
+    noised to the frame's strength, a 1-2 step LCM run under the frame's guidance. This
+    holds, for a fixed set of init latents, conditionings and noises, the teacher's frame
+    at many DDIM steps (its classifier-free guidance against the learned null, the
+    evaluation's protocol) and the same init noised to the student's first timestep;
+    :meth:`loss` runs the student's frame (:class:`Img2ImgFrame.denoise`, the code realtime
+    runs) from there, with gradients, and returns the MSE to the teacher's latents.
+
+    Parameters
+    ----------
+    teacher_frame, student_frame : Img2ImgFrame
+        The teacher (DDIM, ``num_inference_steps`` >= 25, guidance) and the student (LCM)
+        at one strength. The student frame's UNet is the one being trained.
+    init_latents : (N, C, h, w) scaled latents of the init images
+    embeds : (N, n, D) projected conditioning of each
+    generator : seeds the noises; ``batch_size`` bounds the teacher's batches
+    """
+
+    def __init__(self, teacher_frame, student_frame, init_latents: torch.Tensor, embeds: torch.Tensor,
+                 generator: torch.Generator, batch_size: int = 128) -> None:
+        self.student_frame = student_frame
+        t_teacher, t_student = teacher_frame.timesteps(), student_frame.timesteps()
+        noise = torch.randn(init_latents.shape, generator=generator, dtype=init_latents.dtype)
+        targets = []
+        with torch.no_grad():
+            for z, e, n in zip(init_latents.split(batch_size), embeds.split(batch_size), noise.split(batch_size),
+                               strict=True):
+                x = teacher_frame.scheduler.add_noise(z, n, t_teacher[:1].repeat(len(z)))
+                targets.append(teacher_frame.denoise(x, e, t_teacher))
+            self.noisy = student_frame.scheduler.add_noise(init_latents, noise, t_student[:1].repeat(len(noise)))
+        self.targets = torch.cat(targets)
+        self.embeds = embeds
+        self.t_teacher, self.t_student = t_teacher, t_student
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def loss(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """MSE between the student's frame and the teacher's on the endpoints ``index``."""
+        frame = self.student_frame
+        out = frame.denoise(self.noisy[index], self.embeds[index], frame.timesteps(), generator)
+        return F.mse_loss(out.float(), self.targets[index].float())
+
+    @torch.no_grad()
+    def distance(self, index: torch.Tensor | None = None, seed: int = 0) -> float:
+        """The same MSE without gradients (a held-out measure before and after training)."""
+        index = torch.arange(len(self)) if index is None else index
+        return float(self.loss(index, torch.Generator().manual_seed(seed)))
 
 
 # --------------------------------------------------------------------------- low-level latent path

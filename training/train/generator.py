@@ -36,16 +36,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderTiny, DDPMScheduler, LCMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderTiny,
+    DDIMScheduler,
+    DDPMScheduler,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
 from pydantic import Field
 
 from neuroimagen.stream.config import FrozenConfig
 from neuroimagen.training.models.format import load_model, save_model
-from neuroimagen.training.models.img2img import ConditioningProjection
+from neuroimagen.training.models.img2img import ConditioningProjection, Img2ImgFrame
 from neuroimagen.training.models.voting import ImageEncoder
 
 from .diffusion import (
     DreamDiffusionFinetuner,  # noqa: F401 (the EEG-conditioned stage reuses the same loss)
+    FrameEndpoints,
     LCMDistiller,
     encode_images,
     make_student,
@@ -53,6 +60,7 @@ from .diffusion import (
 )
 
 __all__ = [
+    "FrameSpec",
     "GeneratorConfig",
     "assemble_bundle",
     "build_generator",
@@ -86,6 +94,14 @@ class GeneratorConfig(FrozenConfig):
     time_cond_proj_dim: int = 32
     distill_w_max: float = Field(0.0, ge=0, description="guided distillation: w ~ U(0, w_max) against the "
                                  "teacher's learned null conditioning (the frame's guidance_scale is 1 + w)")
+    distill_endpoint_weight: float = Field(
+        0.0, ge=0, description="weight of the frame term (training.train.diffusion.FrameEndpoints): the "
+        "student's live frame (the bundle's strength, steps, guidance) regressed on the teacher's frame at "
+        "teacher_steps from the same coarse init and noise. 0: consistency distillation only")
+    distill_endpoint_samples: int = Field(2048, ge=10, description="init images of the frame term (10 % held "
+                                          "out to measure the student-teacher distance before and after)")
+    distill_endpoint_coarse: int = Field(8, ge=1, description="the frame term's init images are the training "
+                                         "images area-down-sampled by this factor and back (saliency-like)")
     num_ddim_timesteps: int = 50
     voting_epochs: int = 20
     batch_size: int = 32
@@ -97,6 +113,14 @@ class GeneratorConfig(FrozenConfig):
     max_minutes_per_stage: float = Field(20.0, gt=0, description="a stage stops early past this budget")
     stage_minutes: dict[Literal["autoencoder", "teacher", "student"], float] = Field(
         default_factory=dict, description="per-stage budgets (minutes) in place of max_minutes_per_stage")
+
+
+class FrameSpec(FrozenConfig):
+    """The live frame a student is made for (a bundle's frame settings)."""
+
+    strength: float = Field(0.6, gt=0, le=1)
+    num_inference_steps: int = Field(1, ge=1)
+    guidance_scale: float = Field(1.0, ge=1, description="the LCM student's embedded guidance (1 + w)")
 
 
 def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
@@ -126,6 +150,27 @@ def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
         attention_head_dim=cfg.attention_head_dim,
         norm_num_groups=8,
     )
+
+
+def teacher_frame(unet: UNet2DConditionModel, vae: AutoencoderTiny, projection: ConditioningProjection,
+                  scheduler_config: Mapping[str, Any], frame: FrameSpec, teacher_steps: int,
+                  image_size: int | None = None, seed: int = 0) -> Img2ImgFrame:
+    """The teacher's frame as the evaluation runs it: DDIM at ``teacher_steps``, the frame's strength,
+    classifier-free guidance against the learned null at the student's guidance scale (the guidance
+    the student was distilled to reproduce; 1 without a learned null)."""
+    guidance = frame.guidance_scale if projection.null_tokens is not None else 1.0
+    return Img2ImgFrame(unet, vae, DDIMScheduler.from_config(scheduler_config), projection,
+                        strength=frame.strength, num_inference_steps=teacher_steps, guidance_scale=guidance,
+                        image_size=image_size, seed=seed)
+
+
+def student_frame(unet: UNet2DConditionModel, vae: AutoencoderTiny, projection: ConditioningProjection | None,
+                  scheduler: LCMScheduler, frame: FrameSpec, image_size: int | None = None,
+                  seed: int = 0) -> Img2ImgFrame:
+    """The student's frame: the bundle's (LCM, the frame's strength, steps and embedded guidance)."""
+    return Img2ImgFrame(unet, vae, scheduler, projection, strength=frame.strength,
+                        num_inference_steps=frame.num_inference_steps, guidance_scale=frame.guidance_scale,
+                        image_size=image_size, seed=seed)
 
 
 def noise_scheduler() -> DDPMScheduler:
@@ -331,14 +376,61 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
     return _finish(out, {"steps": step + 1, "loss_last100": float(np.mean(losses[-100:]))})
 
 
+def _coarse(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Saliency-like init images: area-down-sampled by ``factor`` and bilinearly back."""
+    if factor <= 1:
+        return images
+    small = F.interpolate(images, scale_factor=1 / factor, mode="area")
+    return F.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _frame_endpoints(cfg: GeneratorConfig, teacher: UNet2DConditionModel, student: UNet2DConditionModel,
+                     vae: AutoencoderTiny, proj: ConditioningProjection, images: torch.Tensor,
+                     tokens: torch.Tensor, frame: FrameSpec, teacher_steps: int,
+                     g: torch.Generator) -> FrameEndpoints:
+    """The frame term's endpoints: coarse (flipped at random) training images under their class tokens."""
+    idx = torch.randint(0, len(images), (cfg.distill_endpoint_samples,), generator=g)
+    init = _coarse(_augment(images[idx], g), cfg.distill_endpoint_coarse)
+    latents = encode_images(vae, init)
+    with torch.no_grad():
+        embeds = proj(tokens[idx])
+    t_frame = teacher_frame(teacher, vae, proj, noise_scheduler().config, frame, teacher_steps)
+    s_frame = student_frame(student, vae, None, lcm_scheduler(cfg), frame)
+    student.train().requires_grad_(True)  # the frame froze it (realtime's use); it is the one trained here
+    return FrameEndpoints(t_frame, s_frame, latents, embeds, g)
+
+
 def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tensor, tokens: torch.Tensor,
-                    out: Path, progress: Callable[[str], None]) -> dict:
-    """Stage 3: latent consistency distillation of the teacher to a 1-2 step student."""
+                    out: Path, progress: Callable[[str], None], *, vae: AutoencoderTiny | None = None,
+                    images: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None,
+                    frame: FrameSpec | None = None, teacher_steps: int = 25) -> dict:
+    """Stage 3: latent consistency distillation of the teacher to a 1-2 step student.
+
+    With ``cfg.distill_endpoint_weight`` > 0 each step adds the frame term
+    (:class:`~neuroimagen.training.train.diffusion.FrameEndpoints`): the student's ``frame``
+    regressed on the teacher's, from coarse versions of ``images`` (encoded by ``vae``) under
+    ``image_tokens``. 10 % of its endpoints are held out; their student-teacher distance before
+    and after distillation is recorded.
+    """
     torch.manual_seed(cfg.seed + 2)
     g = torch.Generator().manual_seed(cfg.seed + 2)
     teacher = load_model(UNet2DConditionModel, teacher_dir / "unet")
     proj = load_model(ConditioningProjection, teacher_dir / "projection")
     student = make_student(teacher, cfg.time_cond_proj_dim).train()
+    endpoints, info = None, {}
+    if cfg.distill_endpoint_weight > 0:
+        if vae is None or images is None or image_tokens is None or frame is None:
+            raise ValueError("distill_endpoint_weight > 0 needs the autoencoder, the images, their tokens and "
+                             "the frame settings")
+        t0 = time.monotonic()
+        endpoints = _frame_endpoints(cfg, teacher, student, vae, proj, images, image_tokens, frame,
+                                     teacher_steps, g)
+        n_held = max(1, len(endpoints) // 10)
+        held, fit = torch.arange(n_held), torch.arange(n_held, len(endpoints))
+        info["endpoint_mse_before"] = endpoints.distance(held)
+        progress(f"frame term: {len(endpoints)} teacher frames ({teacher_steps} DDIM steps, strength "
+                 f"{frame.strength}) in {time.monotonic() - t0:.0f} s; held-out student-teacher MSE "
+                 f"{info['endpoint_mse_before']:.4f}")
     distiller = LCMDistiller(teacher, student, noise_scheduler(), num_ddim_timesteps=cfg.num_ddim_timesteps,
                              lr=cfg.lr * 0.5, loss="huber", ema_decay=0.95, w_range=(0.0, cfg.distill_w_max))
     guided = cfg.distill_w_max > 0 and proj.null_tokens is not None
@@ -350,14 +442,24 @@ def distill_student(cfg: GeneratorConfig, teacher_dir: Path, latents: torch.Tens
         with torch.no_grad():
             embeds = proj(tokens[idx])
             null = proj.null_embeds(len(idx)) if guided else None
-        losses.append(distiller.step(latents[idx], embeds, null_embeds=null, generator=g))
+        extra = None
+        if endpoints is not None:
+            pick = fit[torch.randint(0, len(fit), (cfg.batch_size,), generator=g)]
+            extra = lambda pick=pick: cfg.distill_endpoint_weight * endpoints.loss(pick, g)  # noqa: E731
+        losses.append(distiller.step(latents[idx], embeds, null_embeds=null, generator=g, extra_loss=extra))
         if step % 50 == 0:
             progress(f"distill step {step}/{cfg.distill_steps} loss {np.mean(losses[-50:]):.5f}")
         if over():
             break
+    if endpoints is not None:
+        # the shipped UNet is the EMA target: measure that one on the held-out endpoints
+        endpoints.student_frame.unet = distiller.target
+        info["endpoint_mse_after"] = endpoints.distance(held)
+        progress(f"frame term: held-out student-teacher MSE {info['endpoint_mse_before']:.4f} -> "
+                 f"{info['endpoint_mse_after']:.4f}")
     save_model(distiller.target.eval(), out / "unet")  # the EMA target, as LCM ships
     lcm_scheduler(cfg).save_config(str(out / "scheduler"))
-    return _finish(out, {"steps": step + 1, "loss_last50": float(np.mean(losses[-50:]))})
+    return _finish(out, {"steps": step + 1, "loss_last50": float(np.mean(losses[-50:])), **info})
 
 
 def train_voting(cfg: GeneratorConfig, images: torch.Tensor, labels: torch.Tensor, pooled: torch.Tensor,
@@ -371,6 +473,47 @@ def train_voting(cfg: GeneratorConfig, images: torch.Tensor, labels: torch.Tenso
     return _finish(out, {"epochs": cfg.voting_epochs, "loss": fit.losses[-1]})
 
 
+#: the GeneratorConfig fields each stage's result depends on (its own and its inputs')
+_DATA_FIELDS = ("image_size", "seed", "batch_size", "lr", "prior_images_per_class", "prior_seed")
+_STAGE_FIELDS = {
+    "autoencoder": _DATA_FIELDS + ("latent_channels", "ae_channels", "ae_steps"),
+    "voting": _DATA_FIELDS + ("voting_epochs",),
+}
+_STAGE_FIELDS["teacher"] = _STAGE_FIELDS["autoencoder"] + (
+    "unet_channels", "cross_attention_dim", "attention_head_dim", "unet_cross_attention", "unet_steps")
+_STAGE_FIELDS["student"] = _STAGE_FIELDS["teacher"] + (
+    "distill_steps", "time_cond_proj_dim", "distill_w_max", "num_ddim_timesteps", "distill_endpoint_weight",
+    "distill_endpoint_samples", "distill_endpoint_coarse")
+
+
+def _stage_keys(cfg: GeneratorConfig, frame: FrameSpec | None, teacher_steps: int) -> dict[str, dict]:
+    """What each stage was trained with: the config fields it depends on and its time budgets."""
+    dump = cfg.model_dump(mode="json")
+    keys: dict[str, dict] = {}
+    for stage, fields in _STAGE_FIELDS.items():
+        keys[stage] = {f: dump[f] for f in fields}
+    chain = ("autoencoder", "teacher", "student")  # each trains on the one before it
+    for i, stage in enumerate(chain):
+        keys[stage]["minutes"] = {s: _minutes(cfg, s) for s in chain[:i + 1]}
+    if cfg.distill_endpoint_weight > 0:
+        keys["student"]["frame"] = frame.model_dump(mode="json") if frame is not None else None
+        keys["student"]["teacher_steps"] = teacher_steps
+    return keys
+
+
+def _check_stage_key(folder: Path, done: dict, key: dict) -> None:
+    """Refuse to resume past a finished stage that was trained with another config."""
+    have = done.get("config")
+    if have is None:  # a build from before stages recorded their config: nothing to compare
+        logger.warning("%s: finished without a recorded config; resuming without checking it", folder)
+        return
+    diff = [f"{k} was {have.get(k)!r}, now {v!r}" for k, v in key.items() if have.get(k) != v]
+    diff += [f"{k} was {v!r}, now unset" for k, v in have.items() if k not in key]
+    if diff:
+        raise ValueError(f"{folder}: finished with another generator config ({'; '.join(diff)}); delete that "
+                         "folder (and the stages after it) to retrain it, or use a new --out")
+
+
 def build_generator(
     twin_dir: str | Path,
     work_dir: str | Path,
@@ -379,12 +522,16 @@ def build_generator(
     stages: tuple[str, ...] = ("autoencoder", "teacher", "student", "voting"),
     progress: Callable[[str], None] | None = None,
     targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    frame: FrameSpec | None = None,
+    teacher_steps: int = 25,
 ) -> dict[str, dict]:
     """Run the generator stages that are not done yet; returns each stage's ``done.json``.
 
     Trains on the twin's train-split images only (val and test images stay held out).
     ``targets`` (tokens (K, n_tokens, width), pooled (K, width)) replaces the twin's full
     77 x 768 class targets: pass the ones the semantic extractor was trained to predict.
+    ``frame`` and ``teacher_steps``: the live frame the student is made for and the teacher's
+    steps (the distillation's frame term, ``cfg.distill_endpoint_weight``).
     """
     cfg = cfg or GeneratorConfig()
     say = progress or (lambda msg: logger.info(msg))
@@ -403,36 +550,32 @@ def build_generator(
         images, labels = torch.cat([images, prior]), torch.cat([labels, prior_labels])
     tokens = data["tokens"][labels]
     results: dict[str, dict] = {}
+    keys = _stage_keys(cfg, frame, teacher_steps)
+
+    def run(name: str, train: Callable[[Path], dict]) -> None:
+        folder = work / name
+        done = _stage_done(folder)
+        if done is not None:
+            _check_stage_key(folder, done, keys[name])
+        elif name in stages:
+            folder.mkdir(exist_ok=True)
+            done = _finish(folder, {**train(folder), "config": keys[name]})
+        results[name] = done or {}
+
     # 1. autoencoder
-    folder = work / "autoencoder"
-    if (done := _stage_done(folder)) is None and "autoencoder" in stages:
-        folder.mkdir(exist_ok=True)
-        done = train_autoencoder(cfg, images, folder, say)
-    results["autoencoder"] = done or {}
+    run("autoencoder", lambda folder: train_autoencoder(cfg, images, folder, say))
     if "teacher" not in stages and "student" not in stages:
         return results
-    vae = load_model(AutoencoderTiny, folder / "autoencoder")
+    vae = load_model(AutoencoderTiny, work / "autoencoder" / "autoencoder")
     flipped = images.flip(-1)
     latents = encode_images(vae, torch.cat([images, flipped]))
     tokens2 = torch.cat([tokens, tokens])
-    # 2. teacher
-    folder = work / "teacher"
-    if (done := _stage_done(folder)) is None and "teacher" in stages:
-        folder.mkdir(exist_ok=True)
-        done = train_teacher(cfg, latents, tokens2, folder, say)
-    results["teacher"] = done or {}
-    # 3. student
-    folder = work / "student"
-    if (done := _stage_done(folder)) is None and "student" in stages:
-        folder.mkdir(exist_ok=True)
-        done = distill_student(cfg, work / "teacher", latents, tokens2, folder, say)
-    results["student"] = done or {}
-    # 4. voting encoder
-    folder = work / "voting"
-    if (done := _stage_done(folder)) is None and "voting" in stages:
-        folder.mkdir(exist_ok=True)
-        done = train_voting(cfg, images, labels, data["pooled"], folder)
-    results["voting"] = done or {}
+    # 2. teacher, 3. student, 4. voting encoder
+    run("teacher", lambda folder: train_teacher(cfg, latents, tokens2, folder, say))
+    run("student", lambda folder: distill_student(cfg, work / "teacher", latents, tokens2, folder, say, vae=vae,
+                                                  images=images, image_tokens=tokens, frame=frame,
+                                                  teacher_steps=teacher_steps))
+    run("voting", lambda folder: train_voting(cfg, images, labels, data["pooled"], folder))
     return results
 
 
@@ -510,7 +653,8 @@ def assemble_bundle(
         generator=settings,
         provenance=Provenance(
             data=f"synthetic twin at {twin}", seed=gcfg.seed,
-            twin=TwinProvenance(preset=meta["preset"], seed=meta["seed"], version=meta["version"]),
+            twin=TwinProvenance(preset=meta["preset"], seed=meta["seed"], version=meta["version"],
+                                config=meta.get("config")),
             commands=commands,
         ),
         metrics=dict(metrics or {}),
