@@ -111,3 +111,24 @@ def test_sha256_changes_with_one_byte(saved):
     data[-1] ^= 1
     f.write_bytes(bytes(data))
     assert file_sha256(f) != before
+
+
+def test_a_folder_loads_as_the_class_its_config_names_or_is_refused_by_name(tmp_path):
+    from neuroimagen.training.models.bundle import load_model_folder
+    from neuroimagen.training.models.pixel import FeaturePixelEncoder, PixelEncoder
+    from neuroimagen.training.models.semantic import FeatureSemanticExtractor, SemanticExtractor
+
+    torch.manual_seed(0)
+    vae = AutoencoderTiny(encoder_block_out_channels=(8,), decoder_block_out_channels=(8,),
+                          num_encoder_blocks=(1,), num_decoder_blocks=(1,), latent_channels=4)
+    folder = save_model(vae, tmp_path / "vae")
+    loaded = load_model_folder(folder)
+    assert type(loaded) is AutoencoderTiny and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values(),
+                                                 strict=True))
+    assert type(load_model_folder(folder, (AutoencoderTiny,))) is AutoencoderTiny
+    with pytest.raises(ValueError, match=r"holds a AutoencoderTiny, not a pixel encoder \(PixelEncoder, "
+                                         r"FeaturePixelEncoder\)"):
+        load_model_folder(folder, (PixelEncoder, FeaturePixelEncoder), "a pixel encoder")
+    with pytest.raises(ValueError, match="not a semantic extractor"):
+        load_model_folder(folder, (SemanticExtractor, FeatureSemanticExtractor), "a semantic extractor")

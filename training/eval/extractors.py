@@ -91,14 +91,11 @@ def evaluate_extractors(
                 out[key]["fraction_of_oracle"] = out[key]["top1"] / acc
     if saliency is not None and pixel_encoder is not None:
         from neuroimagen.training.models import pixel as pixel_models
-        from neuroimagen.training.models.format import read_model_config
+        from neuroimagen.training.models.bundle import load_model_folder
         from neuroimagen.training.models.saliency import SaliencyGenerator
 
-        classes = {c.__name__: c for c in (pixel_models.PixelEncoder, pixel_models.FeaturePixelEncoder)}
-        name = read_model_config(pixel_encoder).get("_class_name")
-        if name not in classes:
-            raise ValueError(f"{pixel_encoder}: holds a {name}, not a pixel encoder ({', '.join(classes)})")
-        enc = load_model(classes[name], pixel_encoder)
+        enc = load_model_folder(pixel_encoder, (pixel_models.PixelEncoder, pixel_models.FeaturePixelEncoder),
+                                "a pixel encoder")
         gen = load_model(SaliencyGenerator, saliency)
         size = gen.config.image_size
         pred = _batched(lambda x: gen(enc(x)), test.x)
@@ -123,14 +120,12 @@ def evaluate_extractors(
 def _semantic_scores(root: Path, folder: str | Path, test) -> tuple[dict, torch.Tensor]:
     """Top-1/top-5 of a semantic extractor folder (either class) on the test trials, and its decoded class."""
     from neuroimagen.training.models import semantic as sem_models
-    from neuroimagen.training.models.format import load_model, read_model_config
+    from neuroimagen.training.models.bundle import load_model_folder
     from neuroimagen.training.train.data import load_twin_targets
 
-    cls = {c.__name__: c for c in (sem_models.SemanticExtractor, sem_models.FeatureSemanticExtractor)}
-    name = read_model_config(folder).get("_class_name")
-    if name not in cls:
-        raise ValueError(f"{folder}: holds a {name}, not a semantic extractor ({', '.join(cls)})")
-    model = load_model(cls[name], folder)
+    model = load_model_folder(folder, (sem_models.SemanticExtractor, sem_models.FeatureSemanticExtractor),
+                              "a semantic extractor")
+    name = type(model).__name__
     targets = load_twin_targets(root, width=model.config.width if model.config.width != 768 else None,
                                 n_tokens=model.config.n_tokens if model.config.n_tokens != 77 else None)
     _, pooled = _batched(model, test.x)

@@ -81,6 +81,7 @@ __all__ = [
     "derive_bundle",
     "describe_bundle",
     "load_bundle",
+    "load_model_folder",
     "verify_bundle",
     "write_bundle",
 ]
@@ -515,6 +516,21 @@ def _class_from_config(config: dict[str, Any], folder: Path) -> str:
         if isinstance(getattr(mod, cls, None), type) and getattr(mod, cls).__module__ == mod.__name__:
             return f"{mod.__name__}:{cls}"
     raise BundleError(f"{folder}: class {cls!r} is neither a diffusers nor a neuroimagen.training.models class")
+
+
+def load_model_folder(folder: str | Path, expect: Sequence[type] = (), what: str = "") -> ModelMixin:
+    """A model folder of any neuroimagen.training.models or diffusers class, in eval mode.
+
+    Its config.json names the class (as a bundle member's does); loaded strictly by
+    :func:`~neuroimagen.training.models.format.load_model`. ``expect``: the classes it may
+    hold (e.g. either pixel encoder); another is refused with ``what`` and the class named.
+    """
+    folder = Path(folder)
+    cls = resolve_class(_class_from_config(read_model_config(folder), folder))
+    if expect and not issubclass(cls, tuple(expect)):
+        raise ValueError(f"{folder}: holds a {cls.__name__}, not {what or 'the model expected'} "
+                         f"({', '.join(c.__name__ for c in expect)})")
+    return load_model(cls, folder).eval()
 
 
 def _validation_message(exc: ValidationError) -> str:

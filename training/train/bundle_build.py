@@ -193,12 +193,11 @@ def _semantic_for_bundle(spec: SemanticSpec, trained: Path, folder: Path) -> Pat
     """
     if spec.token_temperature is None:
         return trained
+    from neuroimagen.training.models.bundle import load_model_folder
     from neuroimagen.training.models.format import save_model
     from neuroimagen.training.models.semantic import FeatureSemanticExtractor
 
-    from .bundle_eval import _load_any
-
-    model = _load_any(trained)
+    model = load_model_folder(trained)
     if not isinstance(model, FeatureSemanticExtractor):
         raise ValueError(f"semantic.token_temperature needs a FeatureSemanticExtractor; {trained} holds a "
                          f"{type(model).__name__}")

@@ -47,15 +47,6 @@ def _batched(fn, *xs: torch.Tensor, batch_size: int = 32) -> Any:
     return torch.cat(outs)
 
 
-def _load_any(folder: str | Path) -> torch.nn.Module:
-    """A model folder of any neuroimagen.training.models / diffusers class (its config.json names it)."""
-    from neuroimagen.training.models.bundle import _class_from_config, resolve_class
-    from neuroimagen.training.models.format import load_model, read_model_config
-
-    cls = resolve_class(_class_from_config(read_model_config(folder), Path(folder)))
-    return load_model(cls, folder).eval()
-
-
 def _derangement(n: int, seed: int) -> torch.Tensor:
     """A permutation with no fixed point (every trial gets another trial's conditioning)."""
     g = torch.Generator().manual_seed(seed)
@@ -83,6 +74,7 @@ def evaluate_bundle_parts(
     from diffusers import AutoencoderTiny, UNet2DConditionModel
 
     from neuroimagen.training.eval.report import grid_rows_from_report, make_grid, run_image_eval
+    from neuroimagen.training.models.bundle import load_model_folder
     from neuroimagen.training.models.format import load_model
     from neuroimagen.training.models.img2img import (
         ConditioningProjection,
@@ -105,9 +97,9 @@ def evaluate_bundle_parts(
     size = gcfg.image_size
     truth = load_images(twin_dir, image_stems, size)
     # 2. the extractors
-    pix = _load_any(extractors["pixel_encoder"])  # PixelEncoder or FeaturePixelEncoder
+    pix = load_model_folder(extractors["pixel_encoder"])  # PixelEncoder or FeaturePixelEncoder
     sal = load_model(SaliencyGenerator, extractors["saliency"]).eval()
-    sem = _load_any(extractors["semantic"])  # SemanticExtractor or FeatureSemanticExtractor
+    sem = load_model_folder(extractors["semantic"])  # SemanticExtractor or FeatureSemanticExtractor
     saliency = _batched(lambda e: sal(pix(e)), x)
     tokens, pooled = _batched(sem, x)
     scores = class_scores(pooled, targets[1])
