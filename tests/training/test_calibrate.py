@@ -195,18 +195,18 @@ def test_an_extractor_class_without_a_method_is_named(base) -> None:
 
 @pytest.mark.parametrize("n", [30, 80])  # fewer trials than features (dual solve), more (primal)
 def test_ridge_path_is_ridge_shrunk_towards_the_prior(n: int) -> None:
-    from neuroimagen.training.train.calibrate import _ridge_path
+    from neuroimagen.training.models._blocks import ridge_path
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, 50, generator=g, dtype=torch.float64)
     y = torch.randn(n, 3, generator=g, dtype=torch.float64)
     w0 = torch.randn(50, 3, generator=g, dtype=torch.float64)
-    for alpha, w in _ridge_path(x, y, [0.5, 10.0, 1e9], w0):
+    for alpha, w in ridge_path(x, y, [0.5, 10.0, 1e9], w0):
         # argmin ||x w - y||^2 + alpha ||w - w0||^2, by its normal equations
         want = torch.linalg.solve(x.T @ x + alpha * torch.eye(50, dtype=torch.float64), x.T @ y + alpha * w0)
         torch.testing.assert_close(w, want)
     torch.testing.assert_close(w, w0, atol=1e-6, rtol=0)  # a huge penalty keeps the prior
-    _, plain = next(_ridge_path(x, y, [10.0]))
+    _, plain = next(ridge_path(x, y, [10.0]))
     torch.testing.assert_close(plain, torch.linalg.solve(x.T @ x + 10.0 * torch.eye(50, dtype=torch.float64),
                                                           x.T @ y))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -89,6 +90,29 @@ def ridge_fit(features: torch.Tensor, targets: torch.Tensor, alpha: float) -> di
     mean, scale = f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8)
     fs = (f - mean) / scale
     y_mean = y.mean(0)
-    gram = fs.T @ fs + alpha * torch.eye(fs.shape[1], dtype=torch.float64)
-    weight = torch.linalg.solve(gram, fs.T @ (y - y_mean))
+    _, weight = next(ridge_path(fs, y - y_mean, (alpha,)))
     return {"mean": mean, "scale": scale, "weight": weight, "bias": y_mean}
+
+
+def ridge_path(fs: torch.Tensor, y: torch.Tensor, alphas: Sequence[float],
+               w0: torch.Tensor | None = None) -> Iterator[tuple[float, torch.Tensor]]:
+    """Yield ``(alpha, weight (F, D))`` minimising ``||fs w - y||^2 + alpha ||w - w0||^2`` for each alpha.
+
+    ``fs`` (N, F) and ``y`` (N, D) float64, centred (the intercept is fitted apart).
+    With ``w0``, the solution is ``w0`` plus the ridge fit of the residual ``y - fs w0``.
+    One eigendecomposition serves every alpha: of ``fs fs^T`` (N x N) when N <= F, else of ``fs^T fs``.
+    """
+    r = y if w0 is None else y - fs @ w0
+    n, f = fs.shape
+    if n <= f:
+        s, u = torch.linalg.eigh(fs @ fs.T)
+        ur, s = u.T @ r, s.clamp_min(0)
+        for a in alphas:
+            w = fs.T @ (u @ (ur / (s + a)[:, None]))
+            yield a, w if w0 is None else w + w0
+    else:
+        s, v = torch.linalg.eigh(fs.T @ fs)
+        vr, s = v.T @ (fs.T @ r), s.clamp_min(0)
+        for a in alphas:
+            w = v @ (vr / (s + a)[:, None])
+            yield a, w if w0 is None else w + w0

@@ -79,6 +79,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuroimagen.training.models._blocks import ridge_path
+
 __all__ = ["CalibrationError", "SessionWindows", "calibrate", "class_map", "evaluate_on_twin", "methods_for",
            "new_subject_bench", "session_windows"]
 
@@ -403,29 +405,6 @@ def _pixel_targets(saliency: nn.Module, img: torch.Tensor) -> torch.Tensor:
     return torch.linalg.lstsq(w, flat.T).solution.T
 
 
-def _ridge_path(fs: torch.Tensor, y: torch.Tensor, alphas: Sequence[float], w0: torch.Tensor | None = None):
-    """Yield ``(alpha, weight (F, D))`` minimising ``||fs w - y||^2 + alpha ||w - w0||^2`` for each alpha.
-
-    ``fs`` (N, F) and ``y`` (N, D) float64, centred (the intercept is fitted apart).
-    With ``w0``, the solution is ``w0`` plus the ridge fit of the residual ``y - fs w0``.
-    One eigendecomposition serves every alpha: of ``fs fs^T`` (N x N) when N <= F, else of ``fs^T fs``.
-    """
-    r = y if w0 is None else y - fs @ w0
-    n, f = fs.shape
-    if n <= f:
-        s, u = torch.linalg.eigh(fs @ fs.T)
-        ur, s = u.T @ r, s.clamp_min(0)
-        for a in alphas:
-            w = fs.T @ (u @ (ur / (s + a)[:, None]))
-            yield a, w if w0 is None else w + w0
-    else:
-        s, v = torch.linalg.eigh(fs.T @ fs)
-        vr, s = v.T @ (fs.T @ r), s.clamp_min(0)
-        for a in alphas:
-            w = v @ (vr / (s + a)[:, None])
-            yield a, w if w0 is None else w + w0
-
-
 def _feature_linear(model: nn.Module) -> nn.Linear:
     """The linear layer on a Feature* extractor's standardised features (class code, or projection)."""
     return model.code if hasattr(model, "code") else model.proj
@@ -504,7 +483,7 @@ def _adapt_features(method: str, m: _Models, fit, val, class_pooled: torch.Tenso
         base_state = (model.feature_mean.clone(), model.feature_scale.clone(), w_base, b_base)
         best = (val_score(), None, base_state)
         tried = {"base": best[0][0]}
-        for alpha, w in _ridge_path(fs - f_mean, y - y_mean, RIDGE_ALPHAS, w0):
+        for alpha, w in ridge_path(fs - f_mean, y - y_mean, RIDGE_ALPHAS, w0):
             state = (mean, scale, w, y_mean - f_mean @ w)
             _set_feature_map(model, *state)
             score = val_score()
