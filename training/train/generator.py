@@ -196,17 +196,14 @@ def load_twin_images(twin_dir: str | Path, image_size: int) -> dict[str, Any]:
     """
     from safetensors.torch import load_file
 
-    from neuroimagen.training.eval.images import load_image
+    from .data import load_images
 
     twin = Path(twin_dir)
     meta = json.loads((twin / "twin.json").read_text())
     wnids = meta["wnids"]
     n_img = meta["sizes"]["n_images_per_class"]
     stems = [f"{wnids[i // n_img]}_{i % n_img + 1}" for i in range(len(wnids) * n_img)]
-    images = torch.stack([
-        load_image(twin / "images" / wnids[i // n_img] / f"{stem}.JPEG", size=image_size)
-        for i, stem in enumerate(stems)
-    ])
+    images = load_images(twin, stems, image_size)  # the twin's own reader
     labels = torch.arange(len(stems)) // n_img
     # the split is by image: every trial of an image is in one part
     ds = torch.load(twin / meta["files"]["eeg"], weights_only=False)
