@@ -183,12 +183,15 @@ def bundle_command(out_dir: Path, preset: str, twin_dir: Path | None, params: tu
                   + ", ".join(f"{k} {v:.0f}" for k, v in result["stage_s"].items()))
     m = result["metrics"]
     console.print(f"held-out {int(m['eval_n_trials'])} trials, {int(m['n_way'])}-way top-1 (+/- SE) | SSIM:")
-    for name in ("student", "teacher", "autoencoder", "shuffled", "saliency", "class_mean"):
+    for name in ("student", "teacher_ddpm", "teacher_ddim", "autoencoder", "shuffled", "saliency", "class_mean"):
         console.print(f"  {name:12s} {m[f'{name}_nway']:.3f} +/- {m[f'{name}_nway_se']:.3f} | "
                       f"{m[f'{name}_ssim']:.3f}")
     console.print(f"  student - decode(encode(saliency)): {m['margin_student_vs_autoencoder']:+.3f} "
                   f"+/- {m['margin_student_vs_autoencoder_se']:.3f}; shuffled conditioning: "
                   f"{m['margin_shuffled_vs_autoencoder']:+.3f} +/- {m['margin_shuffled_vs_autoencoder_se']:.3f}")
+    for teacher in ("teacher_ddpm", "teacher_ddim"):
+        console.print(f"  student - {teacher}: {m[f'gap_student_vs_{teacher}_nway']:+.3f} top-1, "
+                      f"{m[f'gap_student_vs_{teacher}_ssim']:+.3f} +/- {m[f'gap_student_vs_{teacher}_ssim_se']:.3f} SSIM")
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2, default=str))
 @train.command("calibrate")

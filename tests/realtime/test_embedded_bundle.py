@@ -15,7 +15,7 @@ def test_the_embedded_bundle_verifies_and_says_it_is_simulated():
     assert manifest.simulated and manifest.provenance.twin is not None
     assert any(c.startswith("neuroimagen train bundle --preset demo") for c in manifest.provenance.commands)
     # every figure the issue asks for is recorded, from held-out trials
-    for key in ("student_nway", "teacher_nway", "autoencoder_nway", "class_mean_nway", "saliency_nway",
+    for key in ("student_nway", "teacher_ddpm_nway", "teacher_ddim_nway", "autoencoder_nway", "class_mean_nway", "saliency_nway",
                 "shuffled_nway", "student_ssim", "margin_student_vs_autoencoder"):
         assert key in manifest.metrics, key
     assert manifest.metrics["eval_n_trials"] >= 40

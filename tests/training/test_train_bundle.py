@@ -42,10 +42,13 @@ def test_tiny_preset_trains_every_part_and_writes_a_verified_bundle(built):
     assert student["config"]["frame"]["strength"] == 0.6 and student["config"]["teacher_steps"] == 4
     assert any(c.startswith("neuroimagen train bundle") for c in manifest.provenance.commands)
     # metrics of every method, from the held-out trials, with standard errors
-    for name in ("student", "teacher", "autoencoder", "shuffled", "saliency", "class_mean"):
+    for name in ("student", "teacher_ddpm", "teacher_ddim", "autoencoder", "shuffled", "saliency", "class_mean"):
         for m in ("nway", "ssim"):
             assert 0.0 <= manifest.metrics[f"{name}_{m}"] <= 1.0
             assert f"{name}_{m}_se" in manifest.metrics
+    for teacher in ("teacher_ddpm", "teacher_ddim"):  # the distillation's paired gap to each teacher
+        assert manifest.metrics[f"gap_student_vs_{teacher}_ssim"] == pytest.approx(
+            manifest.metrics["student_ssim"] - manifest.metrics[f"{teacher}_ssim"])
     # the class embeddings are the (cut, projected) targets the semantic extractor predicts
     bundle = load_bundle(out / "bundle")
     tokens = bundle.data("class_embeddings")["tokens"]

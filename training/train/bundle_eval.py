@@ -7,8 +7,12 @@ the stimulus classifier, SSIM), so ``neuroimagen eval images --gt eval/gt --pred
 reproduces the numbers:
 
 ``student``      the bundle's frame: LCM student, the preset's strength and 1-2 steps
-``teacher``      the teacher UNet, DDIM at ``teacher_steps`` steps, same strength, classifier-free
-                 guidance at the student's guidance scale (what the student was distilled from)
+``teacher_ddpm`` the teacher UNet sampled as it was trained (DDPM, ancestral: fresh noise at every
+                 step, as the student's multi-step LCM sampling re-injects noise), ``teacher_steps``
+                 steps of the full schedule, same strength, classifier-free guidance at the
+                 student's guidance scale against the learned null conditioning
+``teacher_ddim`` the same teacher on its deterministic ODE (DDIM): what consistency distillation
+                 and the frame term follow
 ``autoencoder``  decode(encode(saliency)): what the diffusion has to beat
 ``shuffled``     the student with the conditioning of another trial (a fixed derangement)
 ``saliency``     the saliency image alone
@@ -28,7 +32,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("student", "teacher", "autoencoder", "shuffled", "saliency", "class_mean")
+METHODS = ("student", "teacher_ddpm", "teacher_ddim", "autoencoder", "shuffled", "saliency", "class_mean")
+TEACHERS = ("teacher_ddpm", "teacher_ddim")
 
 
 def _save_pngs(images: torch.Tensor, folder: Path, stems: list[str]) -> None:
@@ -104,7 +109,7 @@ def evaluate_bundle_parts(
     tokens, pooled = _batched(sem, x)
     scores = class_scores(pooled, targets[1])
     pred_class = scores.argmax(1)
-    # 3. the frames: student (the bundle's) and teacher (DDIM, many steps)
+    # 3. the frames: student (the bundle's) and the teacher (DDPM and DDIM, many steps)
     vae = load_model(AutoencoderTiny, generator_dir / "autoencoder" / "autoencoder")
     proj = load_model(ConditioningProjection, generator_dir / "teacher" / "projection")
     student_unet = load_model(UNet2DConditionModel, generator_dir / "student" / "unet")
@@ -112,10 +117,11 @@ def evaluate_bundle_parts(
     student = student_frame(student_unet, vae, proj, load_scheduler(generator_dir / "student" / "scheduler",
                                                                      subfolder=None),
                             cfg.frame, image_size=size, seed=ev.seed)
-    teacher = teacher_frame(teacher_unet, vae, proj,
-                            load_scheduler(generator_dir / "teacher" / "scheduler", subfolder=None).config,
-                            cfg.frame, ev.teacher_steps, image_size=size, seed=ev.seed)
-    guidance = teacher.guidance_scale
+    teacher_config = load_scheduler(generator_dir / "teacher" / "scheduler", subfolder=None).config
+    teachers = {f"teacher_{kind}": teacher_frame(teacher_unet, vae, proj, teacher_config, cfg.frame, ev.teacher_steps,
+                                                 image_size=size, seed=ev.seed, sampler=kind)
+                for kind in ("ddpm", "ddim")}
+    guidance = teachers["teacher_ddim"].guidance_scale
 
     def run(frame: Img2ImgFrame, cond: torch.Tensor) -> torch.Tensor:
         g = torch.Generator().manual_seed(ev.seed)
@@ -127,7 +133,7 @@ def evaluate_bundle_parts(
     means = torch.stack([data["images"][train & (data["labels"] == k)].mean(0) for k in range(len(targets[1]))])
     recon = {
         "student": run(student, tokens),
-        "teacher": run(teacher, tokens),
+        **{name: run(frame, tokens) for name, frame in teachers.items()},
         "autoencoder": _batched(lambda s: student.decode(student.encode(student.preprocess(s))), saliency),
         "shuffled": run(student, tokens[perm]),
         "saliency": torch.nn.functional.interpolate(saliency, size=(size, size), mode="bilinear",
@@ -164,9 +170,15 @@ def evaluate_bundle_parts(
         for m, a in p.items():
             metrics[f"{name}_{m}"] = float(a.mean())
             metrics[f"{name}_{m}_se"] = se(a)
-    for name in ("student", "teacher", "shuffled"):
+    for name in ("student", *TEACHERS, "shuffled"):
         d = per[name]["nway"] - per["autoencoder"]["nway"]
         metrics[f"margin_{name}_vs_autoencoder"] = float(d.mean())
         metrics[f"margin_{name}_vs_autoencoder_se"] = se(d)
+    # the distillation's gap: student minus each teacher, paired per trial
+    for name in TEACHERS:
+        for m in ("nway", "ssim"):
+            d = per["student"][m] - per[name][m]
+            metrics[f"gap_student_vs_{name}_{m}"] = float(d.mean())
+            metrics[f"gap_student_vs_{name}_{m}_se"] = se(d)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return {"metrics": metrics, "methods": list(METHODS), "stems": stems[:4]}

@@ -154,12 +154,15 @@ def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
 
 def teacher_frame(unet: UNet2DConditionModel, vae: AutoencoderTiny, projection: ConditioningProjection,
                   scheduler_config: Mapping[str, Any], frame: FrameSpec, teacher_steps: int,
-                  image_size: int | None = None, seed: int = 0) -> Img2ImgFrame:
-    """The teacher's frame as the evaluation runs it: DDIM at ``teacher_steps``, the frame's strength,
-    classifier-free guidance against the learned null at the student's guidance scale (the guidance
-    the student was distilled to reproduce; 1 without a learned null)."""
+                  image_size: int | None = None, seed: int = 0,
+                  sampler: Literal["ddim", "ddpm"] = "ddim") -> Img2ImgFrame:
+    """The teacher's frame as the evaluation runs it: ``teacher_steps`` of DDIM (the deterministic ODE
+    the distillation follows) or of DDPM (ancestral), the frame's strength, classifier-free guidance
+    against the learned null at the student's guidance scale (the guidance the student was distilled
+    to reproduce; 1 without a learned null)."""
     guidance = frame.guidance_scale if projection.null_tokens is not None else 1.0
-    return Img2ImgFrame(unet, vae, DDIMScheduler.from_config(scheduler_config), projection,
+    scheduler = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}[sampler].from_config(scheduler_config)
+    return Img2ImgFrame(unet, vae, scheduler, projection,
                         strength=frame.strength, num_inference_steps=teacher_steps, guidance_scale=guidance,
                         image_size=image_size, seed=seed)
 
