@@ -59,12 +59,18 @@ def inspect_file(file: Path, cfg_data: dict) -> None:
     "--class-snr", type=click.FloatRange(min=0), default=None,
     help="Class component SNR; 0 leaves no class content [default: training.twin.class_snr].",
 )
+@click.option(
+    "--bundle", "bundle_path", default=None,
+    help="Make the twin this bundle was trained on (its manifest's whole twin config): a bundle "
+    "folder, or 'embedded' for the embedded default. Not with --preset/--seed/--order/--class-snr.",
+)
 @common_options
 def make_twin_cmd(out_dir: Path, preset: str | None, seed: int | None, order: str | None,
-                  class_snr: float | None, cfg_data: dict) -> None:
+                  class_snr: float | None, bundle_path: str | None, cfg_data: dict) -> None:
     """Generate the synthetic EEG-ImageNet twin: stimuli, raw FIF sessions, .pth files, targets.
 
-    Example: neuroimagen data make-twin --preset small --seed 0 --out twin-small
+    Example: neuroimagen data make-twin --preset small --seed 0 --out twin-small;
+    neuroimagen data make-twin --bundle embedded --out twin (the embedded default's twin)
     """
     from rich.console import Console
 
@@ -79,6 +85,8 @@ def make_twin_cmd(out_dir: Path, preset: str | None, seed: int | None, order: st
     update = {k: v for k, v in (("preset", preset), ("seed", seed), ("order", order),
                                 ("class_snr", class_snr)) if v is not None}
     twin_cfg = train_cfg.twin.model_copy(update=update)
+    if bundle_path is not None:
+        twin_cfg = _bundle_twin_config(bundle_path, update)
     console = Console(stderr=True)
     with console.status("making the twin") as status:
         meta = make_twin(out_dir, twin_cfg, stream_cfg.preprocessing,
@@ -89,6 +97,27 @@ def make_twin_cmd(out_dir: Path, preset: str | None, seed: int | None, order: st
         f"twin written to {out_dir}: {sizes['n_classes']} classes x {sizes['n_images_per_class']} "
         f"images, {sizes['n_subjects']} subject(s), order {meta['config']['order']}, seed {meta['seed']}"
     )
+
+
+def _bundle_twin_config(bundle_path: str, update: dict):
+    """The TwinConfig a bundle's manifest records (``--bundle``)."""
+    from neuroimagen.realtime.embedded import embedded_bundle
+    from neuroimagen.training.config import TwinConfig
+    from neuroimagen.training.models.bundle import BundleError, read_manifest
+
+    if update:
+        raise click.UsageError(f"--bundle takes the whole twin config from the bundle; drop --{', --'.join(update)}"
+                               .replace("_", "-"))
+    path = embedded_bundle() if bundle_path == "embedded" else Path(bundle_path)
+    if path is None:
+        raise click.ClickException("this install has no embedded bundle; pass a bundle folder to --bundle")
+    try:
+        twin = read_manifest(path).provenance.twin
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    if twin is None:
+        raise click.ClickException(f"bundle {path} was not trained on the synthetic twin (its manifest names none)")
+    return TwinConfig.model_validate(twin.twin_config())
 
 
 @data.command("baseline")

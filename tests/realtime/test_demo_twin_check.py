@@ -62,3 +62,17 @@ def test_the_demo_refuses_a_cached_twin_that_is_not_the_bundles(twins, tmp_path)
     assert result.exit_code != 0
     assert "is not the one bundle" in result.output and "seed is 5" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_make_twin_for_a_bundle_regenerates_the_twin_it_was_trained_on(twins, tmp_path):
+    same, _, bundle = twins
+    runner = CliRunner()
+    out = tmp_path / "again"
+    result = runner.invoke(main, ["data", "make-twin", "--bundle", str(bundle), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "twin.json").read_text())
+    assert meta["config"] == json.loads((same / "twin.json").read_text())["config"]
+    assert twin_mismatches(meta, read_manifest(bundle)) == []
+    refused = runner.invoke(main, ["data", "make-twin", "--bundle", str(bundle), "--seed", "3",
+                                   "--out", str(tmp_path / "x")])
+    assert refused.exit_code != 0 and "drop --seed" in refused.output
