@@ -228,45 +228,6 @@ def _decode_live(pipe: Any, decoder: LinearWindowDecoder, stats: DemoStats, stim
 # --------------------------------------------------------------------------- the full chain on a bundle
 
 
-def twin_mismatches(meta: dict[str, Any], manifest: Any) -> list[str]:
-    """What differs between a twin (its ``twin.json``) and the twin a bundle was trained on.
-
-    Checks the twin's preset, seed and version (the manifest's provenance), then what the
-    models depend on: channels, sampling rate, window length, class names and the
-    normalisation statistics (to 1e-4 relative). An empty list means it is the same twin.
-    """
-    prov = manifest.provenance.twin
-    out: list[str] = []
-    if prov is None:
-        return ["the bundle was not trained on the synthetic twin"]
-    have = {"preset": meta.get("preset"), "seed": meta.get("seed"), "version": meta.get("version")}
-    for key, want in (("preset", prov.preset), ("seed", prov.seed), ("version", prov.version)):
-        if str(have[key]) != str(want):
-            out.append(f"twin {key} is {have[key]!r}, the bundle was trained on {want!r}")
-    if prov.config is not None:
-        have_cfg = meta.get("config", {})
-        out += [f"twin {key} is {have_cfg.get(key)!r}, the bundle was trained on {want!r}"
-                for key, want in prov.config.items() if key not in ("preset", "seed") and have_cfg.get(key) != want]
-    if tuple(meta.get("ch_names", ())) != tuple(manifest.stream.ch_names):
-        out.append("the channel names differ")
-    if float(meta.get("sfreq", 0)) != float(manifest.stream.sfreq_hz):
-        out.append(f"sfreq {meta.get('sfreq')} Hz != the bundle's {manifest.stream.sfreq_hz} Hz")
-    if int(meta.get("n_times", 0)) != manifest.n_times:
-        out.append(f"window n_times {meta.get('n_times')} != the bundle's {manifest.n_times}")
-    if manifest.class_names and list(meta.get("class_names", ())) != list(manifest.class_names):
-        out.append("the class names differ")
-    stats = meta.get("norm_stats")
-    if manifest.norm_stats is not None and stats is not None:
-        for key in ("mean", "std"):
-            a, b = np.asarray(stats[key], dtype=np.float64), np.asarray(getattr(manifest.norm_stats, key))
-            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=0.0):
-                out.append(f"the normalisation {key} differs from the bundle's (regenerated twin is not the "
-                           "one the bundle was trained on)")
-    return out
-
-
-
-
 def run_bundle_demo(
     twin_dir: str | Path,
     bundle: Any,

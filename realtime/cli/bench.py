@@ -317,10 +317,13 @@ def calibrate_bench(twin_dir, bundle_dir, out_dir, subject_seed, minutes, n_pass
     from rich.console import Console
     from rich.table import Table
 
-    from neuroimagen.training.train.calibrate import new_subject_bench
+    from neuroimagen.training.train.calibrate import CalibrationError, new_subject_bench
 
-    r = new_subject_bench(twin_dir, bundle_dir, out_dir, subject_seed=subject_seed, minutes=minutes,
-                          n_passes=n_passes, budget_s=budget_s)
+    try:
+        r = new_subject_bench(twin_dir, bundle_dir, out_dir, subject_seed=subject_seed, minutes=minutes,
+                              n_passes=n_passes, budget_s=budget_s)
+    except CalibrationError as exc:
+        raise click.ClickException(str(exc)) from None
     if json_path is not None:
         json_path.write_text(json.dumps(r, indent=1))
     table = Table(title=f"neuroimagen bench calibrate (subject {subject_seed}, {r['n_trials']} trials, "

@@ -144,7 +144,7 @@ def _bundle_demo(duration: float, workdir: Path | None, speed: float, json_path:
         )
     # 1. the bundle's twin (cached)
     root = bundle_twin_dir(twin, workdir, say=lambda msg: console.print(f"[bold]1/3[/] {msg}"))
-    from neuroimagen.realtime.demo import twin_mismatches
+    from neuroimagen.training.models.bundle import twin_mismatches
 
     problems = twin_mismatches(json.loads((root / "twin.json").read_text()), bundle.manifest)
     if problems:

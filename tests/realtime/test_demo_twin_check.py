@@ -8,8 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from neuroimagen.realtime.cli import main
-from neuroimagen.realtime.demo import twin_mismatches
-from neuroimagen.training.models.bundle import read_manifest
+from neuroimagen.training.models.bundle import read_manifest, twin_mismatches
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +75,12 @@ def test_make_twin_for_a_bundle_regenerates_the_twin_it_was_trained_on(twins, tm
     refused = runner.invoke(main, ["data", "make-twin", "--bundle", str(bundle), "--seed", "3",
                                    "--out", str(tmp_path / "x")])
     assert refused.exit_code != 0 and "drop --seed" in refused.output
+
+
+def test_bench_calibrate_refuses_a_twin_the_bundle_was_not_trained_on(twins, tmp_path):
+    _, other, bundle = twins
+    result = CliRunner().invoke(main, ["bench", "calibrate", "--twin", str(other), "--bundle", str(bundle),
+                                       "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0
+    assert "is not the twin" in result.output and "seed is 5" in result.output
+    assert "data make-twin --bundle" in result.output

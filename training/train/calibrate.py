@@ -741,13 +741,19 @@ def new_subject_bench(
         gap, per metric: (after - before) / (own - before)), ``n_trials``,
         ``calibration_s``, the calibration report.
     """
+    import json
     import os
 
     from neuroimagen.stream.design import load_stimuli, make_schedule
     from neuroimagen.training.data.twin.subject import TwinSubjectSource, simulate_session
+    from neuroimagen.training.models.bundle import read_manifest, twin_mismatches
 
     say = progress or (lambda msg: None)
     out = Path(out_dir)
+    problems = twin_mismatches(json.loads((Path(twin_dir) / "twin.json").read_text()), read_manifest(bundle_dir))
+    if problems:
+        raise CalibrationError(f"{twin_dir} is not the twin {bundle_dir} was trained on: " + "; ".join(problems)
+                               + f" (make it with `neuroimagen data make-twin --bundle {bundle_dir} --out DIR`)")
     say("BASE on its own subjects")
     own = evaluate_on_twin(bundle_dir, twin_dir, parts=("test",))
     say(f"a {minutes:g}-minute session of new subject {subject_seed}")
