@@ -58,6 +58,11 @@ def test_tiny_preset_trains_every_part_and_writes_a_verified_bundle(built):
     assert report["n_pairs"] == manifest.metrics["eval_n_trials"]
     assert report["ssim"]["mean"] == pytest.approx(manifest.metrics["student_ssim"])
     assert (out / "eval" / "grid.png").is_file()
+    # the shuffled control: each trial averaged over 5 derangements, each scored from its own PNGs
+    assert manifest.metrics["shuffles"] == 5
+    shuffles = [json.loads((out / "eval" / f"{name}.json").read_text())["n_way"]["mean"]
+                for name in ("shuffled", "shuffled_1", "shuffled_2", "shuffled_3", "shuffled_4")]
+    assert manifest.metrics["shuffled_nway"] == pytest.approx(sum(shuffles) / 5)
 
 
 @pytest.mark.slow

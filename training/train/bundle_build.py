@@ -72,6 +72,8 @@ class EvalSpec(FrozenConfig):
     teacher_steps: int = Field(25, ge=1, description="the teacher's DDPM->DDIM steps (>= 25 in the issue)")
     classifier_epochs: int = 60
     classifier_image_size: int = 48
+    shuffles: int = Field(5, ge=1, description="random derangements of the conditioning for the shuffled "
+                          "control; each trial's figures are averaged over them")
     max_trials: int | None = Field(None, ge=2, description="score only the first n held-out trials (tests)")
     seed: int = 0
 

@@ -14,7 +14,9 @@ reproduces the numbers:
 ``teacher_ddim`` the same teacher on its deterministic ODE (DDIM): what consistency distillation
                  and the frame term follow
 ``autoencoder``  decode(encode(saliency)): what the diffusion has to beat
-``shuffled``     the student with the conditioning of another trial (a fixed derangement)
+``shuffled``     the student with the conditioning of another trial: ``eval.shuffles`` random
+                 derangements, each trial's figures averaged over them (``shuffled/`` holds the
+                 first, ``shuffled_<k>/`` the others)
 ``saliency``     the saliency image alone
 ``class_mean``   the mean training image of the decoded class (semantic top-1)
 """
@@ -52,10 +54,19 @@ def _batched(fn, *xs: torch.Tensor, batch_size: int = 32) -> Any:
     return torch.cat(outs)
 
 
-def _derangement(n: int, seed: int) -> torch.Tensor:
-    """A permutation with no fixed point (every trial gets another trial's conditioning)."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.arange(n) + 1 + torch.randint(0, n - 1, (1,), generator=g)) % n
+def _shuffled(k: int) -> str:
+    """The folder (and report name) of the k-th shuffle: ``shuffled``, then ``shuffled_1``, ..."""
+    return "shuffled" if k == 0 else f"shuffled_{k}"
+
+
+def _derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly random permutation with no fixed point (every trial gets another trial's conditioning)."""
+    if n < 2:
+        raise ValueError("a derangement needs at least 2 trials")
+    while True:  # rejection: about e tries
+        perm = torch.randperm(n, generator=generator)
+        if not bool((perm == torch.arange(n)).any()):
+            return perm
 
 
 @torch.no_grad()
@@ -127,7 +138,8 @@ def evaluate_bundle_parts(
         g = torch.Generator().manual_seed(ev.seed)
         return _batched(lambda s, t: frame(s, t, generator=g), saliency, cond)
 
-    perm = _derangement(n, ev.seed)
+    g_perm = torch.Generator().manual_seed(ev.seed)
+    perms = [_derangement(n, g_perm) for _ in range(ev.shuffles)]
     data = load_twin_images(twin_dir, size)
     train = data["part"] == 0
     means = torch.stack([data["images"][train & (data["labels"] == k)].mean(0) for k in range(len(targets[1]))])
@@ -135,7 +147,7 @@ def evaluate_bundle_parts(
         "student": run(student, tokens),
         **{name: run(frame, tokens) for name, frame in teachers.items()},
         "autoencoder": _batched(lambda s: student.decode(student.encode(student.preprocess(s))), saliency),
-        "shuffled": run(student, tokens[perm]),
+        **{_shuffled(k): run(student, tokens[perm]) for k, perm in enumerate(perms)},
         "saliency": torch.nn.functional.interpolate(saliency, size=(size, size), mode="bilinear",
                                                     align_corners=False).clamp(0, 1),
         "class_mean": means[pred_class],
@@ -146,7 +158,7 @@ def evaluate_bundle_parts(
         _save_pngs(images, out_dir / name, stems)
     n_classes = len(targets[1])
     reports = {}
-    for name in METHODS:
+    for name in (*METHODS, *(_shuffled(k) for k in range(1, ev.shuffles))):
         reports[name] = run_image_eval(out_dir / "gt", out_dir / name, out_dir / "saliency",
                                        classifier_path=classifier_path, n_way=min(ev.n_way, n_classes),
                                        n_trials=ev.n_trials, image_size=size, seed=ev.seed,
@@ -157,6 +169,9 @@ def evaluate_bundle_parts(
     per = {name: {"nway": np.array([r["n_way_acc"] for r in rep["per_image"]]),
                   "ssim": np.array([r["ssim"] for r in rep["per_image"]])}
            for name, rep in reports.items()}
+    # the shuffled conditioning: each trial's figures averaged over the derangements
+    shuffles = [per.pop(_shuffled(k)) for k in range(ev.shuffles)]
+    per["shuffled"] = {m: np.mean([sh[m] for sh in shuffles], axis=0) for m in ("nway", "ssim")}
 
     def se(a: np.ndarray) -> float:
         return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
@@ -165,7 +180,8 @@ def evaluate_bundle_parts(
                                  "semantic_top1": float((pred_class == trials.label[:n]).float().mean()),
                                  "strength": float(cfg.frame.strength),
                                  "student_steps": float(cfg.frame.num_inference_steps),
-                                 "teacher_steps": float(ev.teacher_steps), "teacher_guidance": float(guidance)}
+                                 "teacher_steps": float(ev.teacher_steps), "teacher_guidance": float(guidance),
+                                 "shuffles": float(ev.shuffles)}
     for name, p in per.items():
         for m, a in p.items():
             metrics[f"{name}_{m}"] = float(a.mean())
