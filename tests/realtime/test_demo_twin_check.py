@@ -31,6 +31,19 @@ def test_the_same_twin_matches_and_another_seed_is_named(twins):
     assert any("normalisation mean" in p for p in problems), problems
 
 
+def test_float_rounding_of_the_near_zero_means_is_not_a_different_twin(twins):
+    """The band-passed channel means are ~1e-12 V: another machine's summation order changes them by
+    1e-16, a large relative difference but nothing to the normalised signal."""
+    same, _, bundle = twins
+    meta = json.loads((same / "twin.json").read_text())
+    manifest = read_manifest(bundle)
+    meta["norm_stats"]["mean"] = [m + 6e-16 for m in meta["norm_stats"]["mean"]]
+    assert twin_mismatches(meta, manifest) == []
+    std = manifest.norm_stats.std
+    meta["norm_stats"]["mean"] = [m + 1e-3 * s for m, s in zip(meta["norm_stats"]["mean"], std, strict=True)]
+    assert any("normalisation mean" in p for p in twin_mismatches(meta, manifest))
+
+
 def test_a_twin_of_other_sizes_is_named(twins, tmp_path):
     """The manifest records the twin's whole config: a twin that differs only in size is refused by field."""
     from helpers.twin import TINY_TWIN
