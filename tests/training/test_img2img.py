@@ -12,6 +12,7 @@ import pytest
 import torch
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     EulerDiscreteScheduler,
     LatentConsistencyModelImg2ImgPipeline,
     LCMScheduler,
@@ -61,6 +62,7 @@ SD1_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linea
         ("sd1", EulerDiscreteScheduler, "epsilon", "sample"),
         ("sd2", DDIMScheduler, "v_prediction", "sample"),
         ("sd2", EulerDiscreteScheduler, "v_prediction", "sample"),
+        ("sd1", DDPMScheduler, "epsilon", "sample"),  # ancestral: the eval's teacher_ddpm
     ],
 )
 def test_frame_equals_diffusers_img2img(shape, sched_cls, prediction, encode_mode):

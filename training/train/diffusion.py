@@ -56,6 +56,7 @@ CROSS_ATTENTION_KEY = ".attn2."
 
 
 @torch.no_grad()
+@torch.no_grad()
 def encode_images(vae: Autoencoder, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1] -> scaled latents (N, C, H/f, W/f) (the distribution's mean).
 
