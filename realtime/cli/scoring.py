@@ -155,6 +155,7 @@ def twin_truth(twin_dir: str | Path) -> tuple[dict[str, Path], set[str]]:
     meta = json.loads((root / "twin.json").read_text())
     files = meta["files"]
     images = index_images(root / files["images"])
-    train = EEGImageNetDataset(root / files["eeg"], splits_path=root / files["splits"], split="train")
+    train = EEGImageNetDataset(root / files["eeg"], splits_path=root / files["splits"], split="train",
+                               class_names=dict(zip(meta["wnids"], meta["class_names"], strict=True)))
     seen = {train.images[train.file.segments[i]["image"]] for i in train.indices}
     return images, set(images) - seen
