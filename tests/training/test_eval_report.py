@@ -312,3 +312,20 @@ def test_cli_eval_images_errors_are_clear(tmp_path):
     Image.new("RGB", (16, 16)).save(b / "y.png")
     res = CliRunner().invoke(main, ["eval", "images", "--gt", str(a), "--pred", str(b)])
     assert res.exit_code == 1 and "no image stems in common" in res.output
+
+
+def test_grid_rows_spread_over_the_report(tmp_path):
+    from neuroimagen.training.eval.report import grid_rows_from_report
+
+    for d in ("gt", "pred"):
+        (tmp_path / d).mkdir()
+        for i in range(10):
+            Image.new("RGB", (8, 8)).save(tmp_path / d / f"s{i}.png")
+    report = {"gt_dir": str(tmp_path / "gt"), "pred_dir": str(tmp_path / "pred"),
+              "per_image": [{"stem": f"s{i}", "ssim": 0.5, "pcc": 0.1} for i in range(10)],
+              "saliency": [None] * 10}
+    first = [r["label"].split()[0] for r in grid_rows_from_report(report, 4)]
+    spread = [r["label"].split()[0] for r in grid_rows_from_report(report, 4, spread=True)]
+    assert first == ["s0", "s1", "s2", "s3"]
+    assert spread == ["s0", "s3", "s6", "s9"]  # evenly from the first to the last
+    assert len(grid_rows_from_report(report, 16, spread=True)) == 10

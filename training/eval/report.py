@@ -265,14 +265,21 @@ def make_grid(
     return path
 
 
-def grid_rows_from_report(report: dict, max_rows: int = 16) -> list[dict]:
-    """Grid rows (files + a caption with the per-image scores) for :func:`make_grid`."""
+def grid_rows_from_report(report: dict, max_rows: int = 16, spread: bool = False) -> list[dict]:
+    """Grid rows (files + a caption with the per-image scores) for :func:`make_grid`.
+
+    The first ``max_rows`` images by stem, or with ``spread`` ``max_rows`` evenly spaced over all
+    of them (stems sort by class, so the grid then shows many classes, not the first one).
+    """
     from .images import index_images
 
     gt_files = index_images(report["gt_dir"])
     pred_files = index_images(report["pred_dir"])
+    pairs = list(zip(report["per_image"], report["saliency"], strict=True))
+    if spread and len(pairs) > max_rows:
+        pairs = [pairs[round(i * (len(pairs) - 1) / (max_rows - 1))] for i in range(max_rows)]
     rows = []
-    for row, sal in list(zip(report["per_image"], report["saliency"], strict=True))[:max_rows]:
+    for row, sal in pairs[:max_rows]:
         parts = [row["stem"], f"SSIM {row['ssim']:.2f}", f"PCC {row['pcc']:.2f}"]
         if "n_way_acc" in row:
             parts.append(f"n-way {row['n_way_acc']:.2f} (gt class: {row['true_class']})")

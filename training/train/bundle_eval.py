@@ -163,7 +163,7 @@ def evaluate_bundle_parts(
                                        classifier_path=classifier_path, n_way=min(ev.n_way, n_classes),
                                        n_trials=ev.n_trials, image_size=size, seed=ev.seed,
                                        json_path=out_dir / f"{name}.json")
-    make_grid(grid_rows_from_report(reports["student"], 16), out_dir / "grid.png",
+    make_grid(grid_rows_from_report(reports["student"], 16, spread=True), out_dir / "grid.png",
               title="held-out twin trials: truth | saliency | reconstruction (student)")
     # 5. means, standard errors and paired margins
     per = {name: {"nway": np.array([r["n_way_acc"] for r in rep["per_image"]]),
