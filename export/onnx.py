@@ -28,9 +28,11 @@ deprecated and available as ``export.exporter: legacy``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,25 @@ def _n_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+@contextlib.contextmanager
+def _quiet_dynamo_exporter() -> Iterator[None]:
+    """Silence what the dynamo exporter says on every call that is not about our graph.
+
+    It warns that torchvision's ops are skipped when torchvision is not installed (no bundle
+    uses them) and raises a pytree FutureWarning from inside torch. Errors still propagate,
+    and the ONNX checker and the parity check after export judge the graph.
+    """
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec.*LeafSpec")
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_part(part: OnnxPart, path: str | Path, cfg: ExportConfig) -> list[Path]:
     """Export one part to ``path`` (ONNX checker included); returns the files written.
 
@@ -221,12 +242,11 @@ def export_part(part: OnnxPart, path: str | Path, cfg: ExportConfig) -> list[Pat
             kwargs["dynamic_axes"] = {n: {0: "batch"} for n in (*names_in, *part.output_names)}
     module = part.module.eval()
     if cfg.exporter == "dynamo":
-        torch.onnx.export(module, args, str(path), dynamo=True, opset_version=cfg.opset,
-                          input_names=names_in, output_names=list(part.output_names),
-                          external_data=external, verbose=False, **kwargs)
+        with _quiet_dynamo_exporter():
+            torch.onnx.export(module, args, str(path), dynamo=True, opset_version=cfg.opset,
+                              input_names=names_in, output_names=list(part.output_names),
+                              external_data=external, verbose=False, **kwargs)
     else:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(path), dynamo=False, opset_version=cfg.opset,

@@ -1,8 +1,10 @@
 """The console script: every group listed, sys-info runs, unbuilt groups say so, config errors exit 2."""
 
+import logging
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from neuroimagen.realtime.cli import main
@@ -62,3 +64,29 @@ def test_sys_info_reports_pylsl_and_the_minimum_declared():
     assert hasattr(pylsl.util, "TimeoutError") and hasattr(pylsl.util, "LostError")
     info = collect()["pylsl"]
     assert info.startswith(pylsl.__version__) and "needs >=1.18.5" in info
+
+
+@pytest.fixture
+def restore_logging():
+    root, ours = logging.getLogger(), logging.getLogger("neuroimagen")
+    saved = (root.level, list(root.handlers), ours.level)
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    ours.setLevel(saved[2])
+
+
+def test_log_level_is_ours_and_other_libraries_speak_at_warning_unless_debug(restore_logging):
+    from neuroimagen.realtime.cli._common import setup_logging
+
+    # onnxscript logs INFO per graph pass and node: hundreds of lines per `neuroimagen export`
+    setup_logging("INFO")
+    assert logging.getLogger("neuroimagen.export.onnx").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("onnxscript.optimizer").isEnabledFor(logging.INFO)
+    assert logging.getLogger("onnxscript.optimizer").isEnabledFor(logging.WARNING)
+    setup_logging("ERROR")
+    assert not logging.getLogger("neuroimagen.demo").isEnabledFor(logging.WARNING)
+    assert not logging.getLogger("onnxscript.optimizer").isEnabledFor(logging.WARNING)
+    setup_logging("DEBUG")
+    assert logging.getLogger("onnxscript.optimizer").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("neuroimagen.demo").isEnabledFor(logging.DEBUG)

@@ -20,14 +20,21 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def setup_logging(level: str) -> None:
+    """``level`` for neuroimagen's own loggers; other libraries' at WARNING unless DEBUG is asked for.
+
+    Libraries such as onnxscript log INFO lines per graph pass and node (hundreds per export),
+    which would bury our own progress at the default INFO.
+    """
     from rich.logging import RichHandler
 
+    ours = getattr(logging, level.upper())
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
+        level=ours if ours <= logging.DEBUG else max(ours, logging.WARNING),
         format="%(name)s: %(message)s",
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
         force=True,
     )
+    logging.getLogger("neuroimagen").setLevel(ours)
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
