@@ -54,3 +54,28 @@ def test_an_artifact_of_an_unknown_member_and_a_replaced_source_file_are_refused
     with pytest.raises(BundleError, match="is the source bundle|not empty"):
         derive_bundle(source, source)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_derived_bundle_can_be_derived_again_replacing_its_artifact_and_keeping_the_others(source, tmp_path):
+    # an exported bundle exported again (the shipped default at another opset): the new graph
+    # replaces the old one, file and entry; an artifact that is not replaced keeps its file
+    old, new, other = tmp_path / "old.onnx", tmp_path / "new.onnx", tmp_path / "other.onnx"
+    old.write_bytes(b"old graph")
+    new.write_bytes(b"new graph")
+    other.write_bytes(b"other graph")
+    first = tmp_path / "first"
+    derive_bundle(source, first, add_files={"onnx/unet.onnx": old, "onnx/vae.onnx": other},
+                  artifacts=lambda root: [_entry(root), _entry(root, "onnx/vae.onnx", name="onnx_vae")])
+    second = derive_bundle(first, tmp_path / "second", add_files={"onnx/unet.onnx": new},
+                           artifacts=lambda root: [_entry(root)])
+    assert (tmp_path / "second" / "onnx" / "unet.onnx").read_bytes() == b"new graph"
+    assert (tmp_path / "second" / "onnx" / "vae.onnx").read_bytes() == b"other graph"
+    assert sorted(a.name for a in second.artifacts) == ["onnx_unet", "onnx_vae"]
+    assert verify_bundle(tmp_path / "second") == second
+    assert (first / "onnx" / "unet.onnx").read_bytes() == b"old graph"  # the source is only read
+    # a new file over a kept artifact's file is refused by name
+    with pytest.raises(BundleError, match="onnx/vae.onnx would replace a file of the source bundle's artifact "
+                                          "onnx_vae"):
+        derive_bundle(first, tmp_path / "third", add_files={"onnx/vae.onnx": new},
+                      artifacts=lambda root: [_entry(root, "onnx/vae.onnx", name="onnx_other")])
+    assert not (tmp_path / "third").exists()

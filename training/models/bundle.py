@@ -624,9 +624,8 @@ def derive_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        # 1. the source, file by file as its manifest lists them (nothing else)
+        # 1. the source's models and files, file by file as its manifest lists them (nothing else)
         listed = [f.path for m in manifest.members for f in m.files] + [f.path for f in manifest.files]
-        listed += [f.path for a in manifest.artifacts for f in a.files]
         for rel in listed:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, tmp / rel)
@@ -639,6 +638,15 @@ def derive_bundle(
             shutil.copy2(path, tmp / rel)
         new = list(artifacts(tmp) if callable(artifacts) else artifacts)
         names = {a.name for a in new}
+        # 3. the source's artifacts that no new one replaces (re-exporting an exported bundle
+        #    replaces its graphs, files and all; an artifact kept must not lose a file)
+        for kept in (a for a in manifest.artifacts if a.name not in names):
+            for f in kept.files:
+                if (tmp / f.path).exists():
+                    raise BundleError(f"{out}: {f.path} would replace a file of the source bundle's "
+                                      f"artifact {kept.name}, which is kept")
+                (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / f.path, tmp / f.path)
         provenance = manifest.provenance
         if command:
             provenance = provenance.model_copy(update={"commands": (*provenance.commands, command)})
