@@ -132,8 +132,8 @@ class StageDataConfig(FrozenConfig):
     )
 
 
-class MAEModelConfig(FrozenConfig):
-    """:class:`~neuroimagen.training.models.mae.MaskedEEGAutoencoder`; paper: 1024/24/16, decoder 512/8/16."""
+class PatchEncoderConfig(FrozenConfig):
+    """The EEG patch transformer the MAE and the semantic extractor share (PatchEmbed1D + TransformerStack)."""
 
     n_channels: int = 128
     n_times: int = 440
@@ -141,10 +141,15 @@ class MAEModelConfig(FrozenConfig):
     dim: int = Field(1024, gt=0)
     depth: int = Field(24, ge=1)
     n_heads: int = Field(16, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+
+
+class MAEModelConfig(PatchEncoderConfig):
+    """:class:`~neuroimagen.training.models.mae.MaskedEEGAutoencoder`; paper: 1024/24/16, decoder 512/8/16."""
+
     decoder_dim: int = Field(512, gt=0)
     decoder_depth: int = Field(8, ge=1)
     decoder_n_heads: int = Field(16, ge=1)
-    mlp_ratio: float = Field(4.0, gt=0)
     mask_ratio: float = Field(0.75, gt=0, lt=1)
 
 
@@ -268,16 +273,9 @@ class SaliencyStageConfig(FrozenConfig):
     )
 
 
-class SemanticModelConfig(FrozenConfig):
+class SemanticModelConfig(PatchEncoderConfig):
     """:class:`~neuroimagen.training.models.semantic.SemanticExtractor` (n_tokens, width from the targets)."""
 
-    n_channels: int = 128
-    n_times: int = 440
-    patch_size: int = Field(4, gt=0)
-    dim: int = Field(1024, gt=0)
-    depth: int = Field(24, ge=1)
-    n_heads: int = Field(16, ge=1)
-    mlp_ratio: float = Field(4.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
