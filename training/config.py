@@ -379,17 +379,30 @@ def load_stage_config(stage: str, preset: str | Path = "demo", overrides: Iterab
     ConfigError
         Unknown stage, preset or key (the message names it), or an invalid value.
     """
-    from neuroimagen.stream.config import ConfigError, _read_yaml, apply_overrides, validate_section
+    from neuroimagen.stream.config import ConfigError
 
     if stage not in STAGE_CONFIGS:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_CONFIGS)}")
+    return load_preset(STAGE_CONFIGS[stage], stage, preset, STAGE_PRESETS, overrides)
+
+
+def load_preset(cls: type[FrozenConfig], stage: str, preset: str | Path, shipped: Iterable[str],
+                overrides: Iterable[str] = ()):
+    """``cls`` validated from a shipped preset (``configs/train/<stage>-<preset>.yaml``) or a YAML file.
+
+    The one preset reader of ``train <stage>`` and ``train bundle``: ``key=value`` overrides are
+    applied before validation, and a file written for another stage is refused by name.
+    """
+    from neuroimagen.stream.config import ConfigError, _read_yaml, apply_overrides, validate_section
+
+    shipped = tuple(shipped)
     path = Path(preset)
-    if str(preset) in STAGE_PRESETS:
+    if str(preset) in shipped:
         path = stage_preset_path(stage, str(preset))
     elif not path.is_file():
-        raise ConfigError(f"preset {str(preset)!r} is neither a shipped preset ({', '.join(STAGE_PRESETS)}) "
+        raise ConfigError(f"preset {str(preset)!r} is neither a shipped {stage} preset ({', '.join(shipped)}) "
                           "nor a YAML file")
     data = apply_overrides(_read_yaml(path), overrides)
     if data.get("stage", stage) != stage:
         raise ConfigError(f"{path}: a preset for stage {data['stage']!r}, not {stage!r}")
-    return validate_section(STAGE_CONFIGS[stage], data, f"train.{stage}")
+    return validate_section(cls, data, f"train.{stage}")

@@ -94,6 +94,30 @@ def test_unknown_preset_key_is_named(tmp_path):
     assert "strenght" in result.output
 
 
+def test_an_unknown_preset_and_another_stage_s_file_are_refused_by_name(tmp_path):
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", "nope", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "'nope' is neither a shipped bundle preset (tiny, demo, full) nor a YAML file" in result.output
+    other = tmp_path / "saliency.yaml"
+    other.write_text("stage: saliency\n")
+    result = CliRunner().invoke(main, ["train", "bundle", "--preset", str(other), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "a preset for stage 'saliency', not 'bundle'" in result.output
+
+
+def test_every_shipped_preset_validates_and_the_full_preset_is_the_demo_recipe_on_the_full_twin():
+    from neuroimagen.training.train.bundle_build import BUNDLE_PRESETS, load_bundle_preset
+
+    cfgs = {name: load_bundle_preset(name) for name in BUNDLE_PRESETS}
+    full, demo = cfgs["full"], cfgs["demo"]
+    assert full.twin.preset == "full" and full.name != demo.name
+    # the same live frame and generator sizes, so a full-twin figure measures the shipped recipe
+    assert full.frame == demo.frame
+    sizes = ("image_size", "latent_channels", "ae_channels", "unet_channels", "cross_attention_dim",
+             "time_cond_proj_dim", "prior_images_per_class", "distill_w_max")
+    assert {k: getattr(full.generator, k) for k in sizes} == {k: getattr(demo.generator, k) for k in sizes}
+
+
 @pytest.mark.slow
 def test_a_finished_stage_with_another_config_is_refused(built, tmp_path):
     out, _ = built

@@ -43,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_PRESETS = ("tiny", "demo")
+BUNDLE_PRESETS = ("tiny", "demo", "full")
 DONE = "done.json"
 
 
@@ -92,26 +92,11 @@ class BundleBuildConfig(FrozenConfig):
     eval: EvalSpec = EvalSpec()
 
 
-def bundle_preset_path(preset: str) -> Path:
-    from neuroimagen.training.config import stage_preset_path
-
-    return stage_preset_path("bundle", preset)
-
-
 def load_bundle_preset(preset: str | Path = "demo", overrides: tuple[str, ...] = ()) -> BundleBuildConfig:
-    """The validated recipe: a shipped preset (tiny|demo) or a YAML file, then ``key=value`` overrides."""
-    from neuroimagen.stream.config import ConfigError, _read_yaml, apply_overrides, validate_section
+    """The validated recipe: a shipped preset (tiny|demo|full) or a YAML file, then ``key=value`` overrides."""
+    from neuroimagen.training.config import load_preset
 
-    path = Path(preset)
-    if str(preset) in BUNDLE_PRESETS:
-        path = bundle_preset_path(str(preset))
-    elif not path.is_file():
-        raise ConfigError(f"preset {str(preset)!r} is neither a shipped bundle preset "
-                          f"({', '.join(BUNDLE_PRESETS)}) nor a YAML file")
-    data = apply_overrides(_read_yaml(path), overrides)
-    if data.get("stage", "bundle") != "bundle":
-        raise ConfigError(f"{path}: a preset for stage {data['stage']!r}, not 'bundle'")
-    return validate_section(BundleBuildConfig, data, "train.bundle")
+    return load_preset(BundleBuildConfig, "bundle", preset, BUNDLE_PRESETS, overrides)
 
 
 # --------------------------------------------------------------------------- stages
