@@ -29,11 +29,12 @@ this module.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -362,6 +363,26 @@ def resolve_class(class_name: str) -> type[ModelMixin]:
 # --------------------------------------------------------------------------- write
 
 
+@contextlib.contextmanager
+def _new_bundle_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` (empty or absent) that becomes ``out`` when the block succeeds.
+
+    On any error the temporary folder is removed, so no half-written bundle is ever left.
+    """
+    if out.exists() and any(out.iterdir()):
+        raise BundleError(f"{out}: exists and is not empty; a bundle is written into a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_bundle(
     out_dir: str | Path,
     *,
@@ -412,12 +433,8 @@ def write_bundle(
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise BundleError(f"{out}: exists and is not empty; a bundle is written into a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     # 1. build everything in a temporary sibling, then move it in place (no half-written bundle)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with _new_bundle_folder(out) as tmp:
         member_entries = []
         for mname, (role, model) in (members or {}).items():
             folder = tmp / mname
@@ -476,12 +493,6 @@ def write_bundle(
             raise BundleError(f"{out}: inconsistent manifest: {_validation_message(exc)}") from None
         (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=1))
         _check_against_models(manifest, tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -617,13 +628,9 @@ def derive_bundle(
     src = Path(source)
     manifest = verify_bundle(src)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise BundleError(f"{out}: exists and is not empty; a bundle is written into a new folder")
-    if out.resolve() == src.resolve():
+    if out.exists() and out.resolve() == src.resolve():
         raise BundleError(f"{out}: is the source bundle; a derived bundle is written into a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with _new_bundle_folder(out) as tmp:
         # 1. the source's models and files, file by file as its manifest lists them (nothing else)
         listed = [f.path for m in manifest.members for f in m.files] + [f.path for f in manifest.files]
         for rel in listed:
@@ -663,12 +670,6 @@ def derive_bundle(
             raise BundleError(f"{out}: inconsistent manifest: {_validation_message(exc)}") from None
         (tmp / MANIFEST_NAME).write_text(derived.model_dump_json(indent=1))
         verify_bundle(tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return derived
 
 
