@@ -130,7 +130,7 @@ def semantic() -> None:  # pragma: no cover
               help="Build folder: one sub-folder per stage; the bundle is OUT/bundle.")
 @click.option("--preset", default="demo", show_default=True,
               help="tiny (tests, seconds), demo (the embedded default), full (the same recipe on the "
-                   "40-class full twin, about 75 min), or a YAML file "
+                   "40-class full twin, about 96 min on one CPU core), or a YAML file "
                    "(configs/train/bundle-<preset>.yaml).")
 @click.option("--twin", "twin_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The preset's twin if it exists there, else made there [default: OUT/twin].")

@@ -615,7 +615,7 @@ def derive_bundle(
         Copied in (e.g. ``onnx/unet.onnx``); must not replace a source file.
     artifacts : entries, or a callable taking the new bundle's (temporary) root
         A callable lets the caller hash the files once they are in place
-        (:func:`artifact_files`). Entries of the source with the same name are replaced.
+        (:func:`artifact_files`). Entries of the source with the same name are replaced, files and all.
     metrics : added to (and override) the source's metrics
     description, command : appended to the description and the provenance commands
 
