@@ -416,9 +416,7 @@ class Engine:
         timings["publish"] = (time.perf_counter() - t0) * 1e3
         timings["end_to_end"] = e2e_ms
         m = self.metrics
-        for name, value in timings.items():
-            m.stages[name].add(value)
-        m.frame_done()
+        m.frame_done(timings)
         # 2. live scores, the session, then the figures for the next snapshot
         if self.scorer is not None:
             try:

@@ -68,6 +68,8 @@ def live_table(title: str) -> Callable[[Any], Any]:
         t.add_row("dropped (windows, frames)", f"{m.get('n_dropped_windows', 0)}, {m.get('n_dropped_frames', 0)}")
         lat = m.get("latency_ms", {})
         t.add_row("end to end (last sample -> frame)", ms(lat.get("end_to_end")))
+        first = (m.get("first_frame_ms") or {}).get("end_to_end")
+        t.add_row("  first frame (start-up, not above)", "-" if first is None else f"{first:.1f} ms")
         for stage in ("pull", "preprocess", "extractors", "diffusion", "publish"):
             t.add_row(f"  {stage}", ms(lat.get(stage)))
         f = snap.frame

@@ -164,7 +164,8 @@ def test_show_snapshot_draws_exactly_the_published_frame(qtbot, tmp_path, tiny_b
                   saliency=rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
                   class_scores=np.zeros(3, np.float32), top_k=[("a", 0.9), ("b", 0.1), ("c", -0.5)],
                   timings_ms={})
-        metrics = {"latency_ms": {"end_to_end": {"p50": 10.0 * seq, "p99": 20.0 * seq}}, "n_frames": seq}
+        metrics = {"latency_ms": {"end_to_end": {"p50": 10.0 * seq, "p99": 20.0 * seq}}, "n_frames": seq,
+                   "first_frame_ms": {"end_to_end": 460.0}}
         window.show_snapshot(Snapshot(seq, f, metrics, np.zeros((0, 0), np.float32), [], 1000.0, "fake"))
         frames.append(f)
     last = frames[-1]
@@ -177,6 +178,7 @@ def test_show_snapshot_draws_exactly_the_published_frame(qtbot, tmp_path, tiny_b
     np.testing.assert_array_equal(window.strip_item.image, window.strip_image)
     assert [b.format().split()[0] for b in window.topk_bars] == ["a", "b", "c"]
     assert "p99 100.0 ms" in window.perf_label.text()
+    assert "first frame</b> 460.0 ms (start-up" in window.perf_label.text()
     assert window.shown_seq == 5
 
 

@@ -88,6 +88,9 @@ def test_sliding_mode_reconstructs_every_hop_in_order_and_publishes_snapshots(ls
     for stage in ("pull", "preprocess", "extractors", "diffusion", "publish", "end_to_end"):
         assert lat[stage]["p50"] is not None, stage
     assert lat["end_to_end"]["p50"] > 0
+    # the first frame is start-up: reported apart, every later frame in the percentiles
+    assert c["first_frame_ms"]["end_to_end"] > 0 and set(c["first_frame_ms"]) == set(lat)
+    assert all(engine.metrics.stages[s].n == c["n_frames"] - 1 for s in lat), c
 
 
 def test_a_slow_backend_drops_old_windows_and_shows_the_newest(lsl_loopback):
