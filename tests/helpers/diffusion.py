@@ -8,9 +8,13 @@ from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
 def tiny_unet(
     *, cross_attention_dim: int = 16, sd2: bool = False, time_cond_proj_dim: int | None = None,
-    seed: int = 0, cross_attention_first: bool = False,
+    seed: int = 0, cross_attention_first: bool = False, pooled: bool = False,
 ) -> UNet2DConditionModel:
-    """SD1-shaped (attention_head_dim int) or SD2-shaped (per-block heads, linear projection)."""
+    """SD1-shaped (attention_head_dim int) or SD2-shaped (per-block heads, linear projection).
+
+    ``pooled``: the conditioning is also attention-pooled into the time embedding (diffusers'
+    ``addition_embed_type="text"``, the generator config's ``unet_pooled_conditioning``).
+    """
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         block_out_channels=(16, 32),
@@ -32,6 +36,7 @@ def tiny_unet(
         attention_head_dim=(2, 4) if sd2 else 4,
         use_linear_projection=sd2,
         time_cond_proj_dim=time_cond_proj_dim,
+        **({"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if pooled else {}),
     ).eval()
 
 

@@ -101,3 +101,39 @@ def test_learning_rate_decays_by_steps_or_by_the_stage_budget_whichever_is_furth
     assert not over()
     clock[0] += 2 * 60
     assert over()
+
+
+def test_pooled_conditioning_reaches_the_unet_without_its_cross_attention():
+    """With ``unet_pooled_conditioning`` the conditioning also enters the time embedding: silence every
+    cross-attention output and the UNet still answers to it; without the option it no longer does."""
+    from neuroimagen.training.train.generator import tiny_unet
+
+    def answers_without_cross_attention(pooled: bool) -> bool:
+        torch.manual_seed(0)
+        cfg = GeneratorConfig(image_size=16, unet_channels=(8, 16), cross_attention_dim=16, attention_head_dim=4,
+                              unet_pooled_conditioning=pooled)
+        unet = tiny_unet(cfg).eval()
+        with torch.no_grad():
+            for name, p in unet.named_parameters():
+                if ".attn2.to_out." in name:
+                    p.zero_()
+            x, t = torch.randn(1, 4, 4, 4), torch.tensor([500])
+            a, b = (unet(x, t, encoder_hidden_states=torch.randn(1, 3, 16)).sample for _ in range(2))
+        return not torch.allclose(a, b)
+
+    assert answers_without_cross_attention(True)
+    assert not answers_without_cross_attention(False)
+
+
+def test_min_snr_weights_leave_the_noisy_steps_and_damp_the_clean_ones():
+    from neuroimagen.training.train.generator import min_snr_weights, noise_scheduler
+
+    sched = noise_scheduler()
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
+    w = min_snr_weights(sched, 5.0)
+    assert w.shape == (sched.config.num_train_timesteps,)
+    assert torch.equal(w[snr <= 5.0], torch.ones(int((snr <= 5.0).sum())))  # noise-dominated: unchanged
+    clean = snr > 5.0
+    assert clean[0] and not clean[-1]  # the first (least noisy) steps are damped, the last are not
+    assert torch.allclose(w[clean] * snr[clean], torch.full_like(w[clean], 5.0))
+    assert bool((w[1:] >= w[:-1]).all())  # less damping as the noise grows

@@ -63,10 +63,12 @@ SD1_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linea
         ("sd2", DDIMScheduler, "v_prediction", "sample"),
         ("sd2", EulerDiscreteScheduler, "v_prediction", "sample"),
         ("sd1", DDPMScheduler, "epsilon", "sample"),  # ancestral: the eval's teacher_ddpm
+        ("sd1-pooled", DDIMScheduler, "epsilon", "sample"),  # conditioning in the time embedding too
     ],
 )
 def test_frame_equals_diffusers_img2img(shape, sched_cls, prediction, encode_mode):
-    unet, vae, proj = tiny_unet(cross_attention_dim=CROSS, sd2=shape == "sd2"), tiny_vae(), _projection()
+    unet = tiny_unet(cross_attention_dim=CROSS, sd2=shape == "sd2", pooled=shape == "sd1-pooled")
+    vae, proj = tiny_vae(), _projection()
     saliency, tokens = _inputs()
     cfg = dict(SD1_SCHED, prediction_type=prediction)
     if sched_cls is EulerDiscreteScheduler:

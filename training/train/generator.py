@@ -89,7 +89,14 @@ class GeneratorConfig(FrozenConfig):
     unet_cross_attention: Literal["inner", "all"] = Field(
         "inner", description="UNet levels with cross-attention to the conditioning: the inner (coarsest) "
         "one, or all (the outer level too, where a small object's shape is drawn)")
+    unet_pooled_conditioning: bool = Field(
+        False, description="also add the attention-pooled conditioning to the UNet's time embedding "
+        "(diffusers' addition_embed_type='text', as in DeepFloyd IF), so every block, not only the "
+        "cross-attention levels, is conditioned on what to draw")
     unet_steps: int = 3000
+    teacher_snr_gamma: float | None = Field(
+        None, gt=0, description="Min-SNR loss weighting of the teacher (Hang et al. 2023): each timestep's "
+        "epsilon loss weighted by min(SNR, gamma) / SNR, so low-noise steps stop dominating; None: unweighted")
     distill_steps: int = 800
     time_cond_proj_dim: int = 32
     distill_w_max: float = Field(0.0, ge=0, description="guided distillation: w ~ U(0, w_max) against the "
@@ -138,6 +145,9 @@ def tiny_autoencoder(cfg: GeneratorConfig) -> AutoencoderTiny:
 def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
     c0, c1 = cfg.unet_channels
     outer = "CrossAttn" if cfg.unet_cross_attention == "all" else ""
+    pooled = ({"addition_embed_type": "text",
+               "addition_embed_type_num_heads": max(1, cfg.cross_attention_dim // cfg.attention_head_dim)}
+              if cfg.unet_pooled_conditioning else {})
     return UNet2DConditionModel(
         sample_size=cfg.image_size // 4,
         in_channels=cfg.latent_channels,
@@ -149,6 +159,7 @@ def tiny_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
         cross_attention_dim=cfg.cross_attention_dim,
         attention_head_dim=cfg.attention_head_dim,
         norm_num_groups=8,
+        **pooled,
     )
 
 
@@ -338,6 +349,16 @@ def train_autoencoder(cfg: GeneratorConfig, images: torch.Tensor, out: Path,
     return _finish(out, {"steps": step + 1, "loss": float(loss.detach()), "recon_mse": mse, "scaling_factor": scale})
 
 
+def min_snr_weights(scheduler: DDPMScheduler, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights of an epsilon model, one per training timestep: min(SNR, gamma) / SNR.
+
+    1 where the noise dominates (SNR <= gamma), gamma / SNR below: the low-noise steps, whose
+    epsilon is easy and whose loss would otherwise dominate the gradient (Hang et al. 2023).
+    """
+    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
+    return snr.clamp(max=gamma) / snr
+
+
 def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Tensor, out: Path,
                   progress: Callable[[str], None]) -> dict:
     """Stage 2: the class-conditioned latent diffusion teacher (epsilon), 10 % null-conditioning drop."""
@@ -350,6 +371,7 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     set_lr = _cosine_lr(cfg, opt, cfg.lr, cfg.unet_steps, "teacher")
     over = _budget(cfg, "teacher")
+    snr_weight = None if cfg.teacher_snr_gamma is None else min_snr_weights(sched, cfg.teacher_snr_gamma)
     losses: list[float] = []
     step = 0
     for step in range(cfg.unet_steps):
@@ -360,7 +382,8 @@ def train_teacher(cfg: GeneratorConfig, latents: torch.Tensor, tokens: torch.Ten
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
         embeds = proj.drop(proj(tokens[idx]), 0.1, g)
         pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=embeds).sample
-        loss = F.mse_loss(pred, noise)
+        per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_sample * snr_weight[t]).mean() if snr_weight is not None else per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -480,7 +503,8 @@ _STAGE_FIELDS = {
     "voting": _DATA_FIELDS + ("voting_epochs",),
 }
 _STAGE_FIELDS["teacher"] = _STAGE_FIELDS["autoencoder"] + (
-    "unet_channels", "cross_attention_dim", "attention_head_dim", "unet_cross_attention", "unet_steps")
+    "unet_channels", "cross_attention_dim", "attention_head_dim", "unet_cross_attention", "unet_pooled_conditioning",
+    "teacher_snr_gamma", "unet_steps")
 _STAGE_FIELDS["student"] = _STAGE_FIELDS["teacher"] + (
     "distill_steps", "time_cond_proj_dim", "distill_w_max", "num_ddim_timesteps", "distill_endpoint_weight",
     "distill_endpoint_samples", "distill_endpoint_coarse")
