@@ -368,7 +368,9 @@ def stage_preset_path(stage: str, preset: str) -> Path:
     for folder in shipped_config_dirs():
         if (folder / "train" / name).is_file():
             return folder / "train" / name
-    raise ConfigError(f"no shipped preset {name!r} (presets: {', '.join(STAGE_PRESETS)})")
+    shipped = sorted({f.stem[len(stage) + 1:] for folder in shipped_config_dirs()
+                      for f in (folder / "train").glob(f"{stage}-*.yaml")})
+    raise ConfigError(f"no shipped preset {name!r} (the {stage} presets shipped: {', '.join(shipped) or 'none'})")
 
 
 def load_stage_config(stage: str, preset: str | Path = "demo", overrides: Iterable[str] = ()):

@@ -105,6 +105,15 @@ def test_an_unknown_preset_and_another_stage_s_file_are_refused_by_name(tmp_path
     assert "a preset for stage 'saliency', not 'bundle'" in result.output
 
 
+def test_a_missing_shipped_preset_file_lists_that_stage_s_presets():
+    from neuroimagen.stream.config import ConfigError
+    from neuroimagen.training.config import stage_preset_path
+
+    with pytest.raises(ConfigError, match=r"no shipped preset 'bundle-nope.yaml' \(the bundle presets shipped: "
+                                          r"demo, full, tiny\)"):
+        stage_preset_path("bundle", "nope")
+
+
 def test_every_shipped_preset_validates_and_the_full_preset_keeps_the_demo_frame_sizes():
     from neuroimagen.training.train.bundle_build import BUNDLE_PRESETS, load_bundle_preset
 
