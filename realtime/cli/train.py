@@ -129,8 +129,8 @@ def semantic() -> None:  # pragma: no cover
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Build folder: one sub-folder per stage; the bundle is OUT/bundle.")
 @click.option("--preset", default="demo", show_default=True,
-              help="tiny (tests, seconds), demo (the embedded default), full (the same recipe on the "
-                   "40-class full twin, about 96 min on one CPU core), or a YAML file "
+              help="tiny (tests, seconds), demo (the embedded default), full (the demo recipe with a larger "
+                   "latent and teacher options, on the 40-class full twin; about 83 min on one CPU core), or a YAML file "
                    "(configs/train/bundle-<preset>.yaml).")
 @click.option("--twin", "twin_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The preset's twin if it exists there, else made there [default: OUT/twin].")
